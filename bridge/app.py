@@ -1,0 +1,206 @@
+"""The Starlette app: ``POST /webhooks/{source}``, health, and the worker's lifespan.
+
+A webhook is answered 200 only after its event and deliveries are committed;
+503 when the store can't take it (the processor retries); 4xx for what no
+retry can fix, with nothing stored. No input makes it answer 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bridge.config import Config
+from bridge.pipeline import Pipeline
+from bridge.sources.base import BadEvent, SignatureError
+from bridge.store import Store, StoreUnavailable, connect
+from bridge.store.base import Ingest
+from bridge.worker import Clock, Worker
+
+log = structlog.get_logger("bridge.app")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class TooDeep(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(body: bytes, max_depth: int) -> Any:
+    """One parse per request; NaN/Infinity and nesting deeper than ``max_depth`` are refused."""
+    try:
+        value = json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise TooDeep(f"JSON nested deeper than {max_depth} levels") from None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise TooDeep(f"JSON nested deeper than {max_depth} levels")
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values() if isinstance(child, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
+    return value
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused while reading as soon as it passes ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _answer(code: int, /, **body: Any) -> JSONResponse:
+    return JSONResponse(body, status_code=code)
+
+
+def create_app(
+    config: Config,
+    *,
+    store: Store | None = None,
+    clock: Clock = time.time,
+    transport: httpx.AsyncBaseTransport | None = None,
+    run_worker: bool = True,
+) -> Starlette:
+    pipe = Pipeline(config)
+    the_store = store if store is not None else connect(config.database_url)
+    worker = Worker(pipe, the_store, clock=clock, transport=transport)
+    state: dict[str, Any] = {"stopping": False}
+
+    async def webhook(request: Request) -> Response:
+        name = request.path_params["source"]
+        source = pipe.sources.get(name)
+        if source is None:
+            return _answer(404, error="unknown source")
+        if state["stopping"]:
+            return _answer(503, error="shutting down; retry later")
+        try:
+            body = await read_body(request, config.server.max_body)
+        except BodyTooLarge:
+            log.info("webhook refused", source=name, reason="body too large")
+            return _answer(413, error=f"body larger than {config.server.max_body} bytes")
+        try:
+            source.verify(body, request.headers, clock())
+        except SignatureError as exc:
+            log.info("webhook refused", source=name, reason=str(exc))
+            return _answer(400, error=f"signature: {exc}")
+        try:
+            payload = parse_json(body, config.server.max_depth)
+            event = source.event(payload, request.headers)
+        except (ValueError, UnicodeDecodeError, TooDeep, BadEvent) as exc:
+            reason = str(exc) if isinstance(exc, (TooDeep, BadEvent)) else "body is not valid JSON"
+            log.info("webhook refused", source=name, reason=reason)
+            return _answer(400, error=reason)
+
+        bound = log.bind(source=name, event_id=event.id, event_type=event.type)
+        plan = pipe.plan(event)
+        if not plan.matched:
+            bound.info("webhook ignored: no route wants this event")
+            return _answer(200, status="ignored")
+        if not plan.deliveries:
+            bound.info("webhook skipped: nothing to send", reasons=plan.skipped)
+            return _answer(200, status="skipped", reasons=plan.skipped)
+        item = Ingest(
+            event=event,
+            body=body.decode("utf-8"),
+            deliveries=plan.deliveries,
+            remember=plan.remember,
+            purchase=plan.purchase,
+            link_refs=plan.link_refs,
+        )
+        try:
+            stored = await the_store.ingest(item, clock())
+        except StoreUnavailable as exc:
+            bound.error("webhook not stored: store unavailable", error=str(exc))
+            return _answer(503, error="storage unavailable; retry later")
+        if not stored:
+            bound.info("webhook duplicate: already stored")
+            return _answer(200, status="duplicate")
+        worker.wake.set()
+        bound.info(
+            "webhook accepted",
+            deliveries=[d.destination for d in plan.deliveries],
+            skipped=plan.skipped or None,
+        )
+        return _answer(200, status="accepted", deliveries=len(plan.deliveries))
+
+    async def not_allowed(request: Request) -> Response:
+        return _answer(405, error="use POST")
+
+    async def healthz(request: Request) -> Response:
+        return _answer(200, status="ok")
+
+    async def readyz(request: Request) -> Response:
+        if state["stopping"]:
+            return _answer(503, status="stopping")
+        try:
+            await the_store.ping()
+        except StoreUnavailable:
+            return _answer(503, status="storage unavailable")
+        return _answer(200, status="ready")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await the_store.open()
+        released = await the_store.release(worker.worker_id, clock())
+        if released:
+            log.info("took back this bridge's unfinished claims", count=released)
+        task = None
+        if run_worker:
+            task = asyncio.create_task(worker.run())
+        log.info(
+            "bridge started",
+            config=config.file,
+            sources=list(config.sources),
+            destinations={n: ("dry-run" if d.dry_run else d.base_url) for n, d in config.destinations.items()},
+        )
+        try:
+            yield
+        finally:
+            state["stopping"] = True
+            await worker.stop()
+            if task is not None:
+                await task
+            await the_store.close()
+            log.info("bridge stopped")
+
+    app = Starlette(
+        routes=[
+            Route("/webhooks/{source}", webhook, methods=["POST"]),
+            Route("/webhooks/{source}", not_allowed, methods=["GET", "PUT", "PATCH", "DELETE"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.pipeline = pipe
+    app.state.store = the_store
+    app.state.worker = worker
+    app.state.bridge = state
+    return app

@@ -1,0 +1,380 @@
+"""The ``bridge`` command: serve, check, explain, replay, deliveries, redrive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from bridge import config as config_module
+from bridge import logging as bridge_logging
+from bridge import mapping
+from bridge.destinations.base import Skipped
+from bridge.model import Delivery
+from bridge.pipeline import Pipeline, link_refund, mask
+from bridge.sources.base import BadEvent
+from bridge.store import StoreUnavailable, connect
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+deliveries_app = typer.Typer(no_args_is_help=True, help="Inspect deliveries.")
+app.add_typer(deliveries_app, name="deliveries")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOption = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="The mapping table (default: $BRIDGE_CONFIG, else bridge.yaml)."),
+]
+
+
+@app.callback()
+def _logging(
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="Logs on stderr: auto, json or console.")
+    ] = "auto",
+) -> None:
+    bridge_logging.configure(log_format)
+
+
+def _load(path: str | None) -> config_module.Config:
+    file = config_module.config_path(path)
+    try:
+        loaded = config_module.load(file)
+    except config_module.ConfigError as exc:
+        for line in exc.lines():
+            err.print(line, markup=False)
+        raise typer.Exit(1) from None
+    bridge_logging.set_secrets(loaded.secrets())
+    return loaded
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Receive webhooks and deliver them (the worker runs in this process)."""
+    import uvicorn
+
+    from bridge.app import create_app
+
+    loaded = _load(config)
+    application = create_app(loaded)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=int(loaded.delivery.shutdown_grace) + 5,
+    )
+
+
+@app.command()
+def check(config: ConfigOption = None) -> None:
+    """Validate the table; print its routes."""
+    loaded = _load(config)
+    out.print(f"{loaded.file}: OK, {len(loaded.routes)} route(s)", markup=False)
+    for route in loaded.routes:
+        targets = ", ".join(
+            f"{name} ({loaded.destinations[name].kind}"
+            f"{', dry-run' if loaded.destinations[name].dry_run else ''})"
+            for name in route.to
+        )
+        line = f"  routes[{route.index}] {route.source}/{route.event} -> {targets}"
+        if route.when:
+            line += f" when {route.when.text}"
+        if route.fields:
+            line += f" fields: {', '.join(route.fields)}"
+        out.print(line, markup=False)
+    out.print(f"storage: {loaded.database_url}", markup=False)
+
+
+def explain_requests(
+    loaded: config_module.Config, payload: Any, source_name: str
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every request the event would cause (secrets masked), and the notes on what was not sent."""
+    pipe = Pipeline(loaded)
+    source = pipe.sources[source_name]
+    event = source.event(payload, {})
+    plan = pipe.plan(event)
+    notes = list(plan.skipped)
+    requests: list[dict[str, Any]] = []
+    secrets = loaded.secrets()
+    for new in plan.deliveries:
+        route = loaded.routes[new.route]
+        try:
+            txn = pipe.transaction(route, event)
+            link_refund(txn, None, event)
+            request = pipe.destinations[new.destination].request(txn, event)
+        except mapping.MappingError as exc:
+            notes.append(f"{new.destination}: dead: {exc}")
+            continue
+        except Skipped as exc:
+            notes.append(f"{new.destination}: skipped: {exc}")
+            continue
+        requests.append(
+            {
+                "route": route.name,
+                "destination": new.destination,
+                "method": request.method,
+                "url": mask(str(request.url), secrets),
+                "headers": {
+                    key: mask(value, secrets)
+                    for key, value in request.headers.items()
+                    if key.lower() not in ("content-length", "host")
+                },
+                "json": json.loads(mask(request.content.decode(), secrets)),
+            }
+        )
+    return requests, notes
+
+
+def _default_source(loaded: config_module.Config, source: str | None) -> str:
+    if source is not None:
+        if source not in loaded.sources:
+            err.print(f"no source named {source!r} in {loaded.file}", markup=False)
+            raise typer.Exit(2)
+        return source
+    if len(loaded.sources) > 1:
+        err.print(f"{loaded.file} has several sources; name one with --source", markup=False)
+        raise typer.Exit(2)
+    return next(iter(loaded.sources))
+
+
+@app.command()
+def explain(
+    fixture: Annotated[Path, typer.Argument(help="One event, as the processor sends it.")],
+    config: ConfigOption = None,
+    source: Annotated[str | None, typer.Option(help="The source that receives it.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON array of requests.")] = False,
+) -> None:
+    """Print, without any network, every request this event would cause."""
+    loaded = _load(config)
+    name = _default_source(loaded, source)
+    try:
+        payload = json.loads(fixture.read_bytes())
+        requests, notes = explain_requests(loaded, payload, name)
+    except (OSError, ValueError) as exc:
+        message = str(exc) if isinstance(exc, BadEvent) else f"cannot read {fixture}: {exc}"
+        err.print(message, markup=False)
+        raise typer.Exit(2) from None
+    for note in notes:
+        err.print(f"note: {note}", markup=False)
+    if as_json:
+        print(json.dumps(requests, indent=2))
+        return
+    if not requests:
+        out.print("[] (no request: no route wants this event, or it carries no money)")
+    for request in requests:
+        out.print(f"# {request['route']} -> {request['destination']}", markup=False)
+        out.print(f"{request['method']} {request['url']}", markup=False)
+        for key, value in request["headers"].items():
+            out.print(f"{key}: {value}", markup=False)
+        out.print(json.dumps(request["json"], indent=2), markup=False)
+        out.print()
+
+
+@app.command()
+def replay(
+    files: Annotated[list[Path], typer.Argument(help="Fixture files, one event each.")],
+    config: ConfigOption = None,
+    source: Annotated[str | None, typer.Option(help="The source whose first secret signs.")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Where to post (default http://127.0.0.1:8000/webhooks/SOURCE).")
+    ] = None,
+) -> None:
+    """Sign each fixture as the processor would (fresh timestamp) and post it."""
+    loaded = _load(config)
+    name = _default_source(loaded, source)
+    signer = Pipeline(loaded).sources[name]
+    target = url or f"http://127.0.0.1:8000/webhooks/{name}"
+    statuses: Counter[str] = Counter()
+    with (
+        httpx.Client(timeout=30) as client,
+        Progress(console=err, transient=True, disable=len(files) < 2) as progress,
+    ):
+        task = progress.add_task("replaying", total=len(files))
+        for file in files:
+            try:
+                body = file.read_bytes()
+            except OSError as exc:
+                err.print(f"{file}: cannot read: {exc}", markup=False)
+                statuses["unreadable"] += 1
+                progress.advance(task)
+                continue
+            try:
+                response = client.post(target, content=body, headers=signer.sign(body, time.time()))
+                statuses[str(response.status_code)] += 1
+                if len(files) < 2 or response.status_code >= 300:
+                    err.print(f"{file}: {response.status_code} {response.text[:200]}", markup=False)
+            except httpx.HTTPError as exc:
+                statuses["connection error"] += 1
+                err.print(f"{file}: {type(exc).__name__}: {exc}", markup=False)
+            progress.advance(task)
+    summary = ", ".join(f"{code}: {count}" for code, count in sorted(statuses.items()))
+    out.print(f"replayed {len(files)} file(s) to {target}: {summary}", markup=False)
+    if any(not code.startswith("2") for code in statuses):
+        raise typer.Exit(1)
+
+
+# --- deliveries and redrive ---------------------------------------------------------------
+
+
+def _iso(ts: float | None) -> str:
+    return "" if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def delivery_json(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "source": delivery.source,
+        "event_id": delivery.event_id,
+        "event_type": delivery.event_type,
+        "destination": delivery.destination,
+        "status": str(delivery.status),
+        "attempts": delivery.attempts,
+        "next_at": _iso(delivery.next_at),
+        "created_at": _iso(delivery.created_at),
+        "updated_at": _iso(delivery.updated_at),
+        "last_error": delivery.last_error,
+    }
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except StoreUnavailable as exc:
+        err.print(f"storage unavailable: {exc}", markup=False)
+        raise typer.Exit(1) from None
+
+
+async def _with_store(loaded: config_module.Config, fn: Any) -> Any:
+    store = connect(loaded.database_url)
+    await store.open()
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+@deliveries_app.command("list")
+def deliveries_list(
+    config: ConfigOption = None,
+    status: Annotated[str | None, typer.Option(help="pending, delivered, dead, ...")] = None,
+    destination: Annotated[str | None, typer.Option(help="A destination name.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List deliveries, newest first."""
+    loaded = _load(config)
+    rows = _run(
+        _with_store(loaded, lambda s: s.deliveries(status=status, destination=destination, limit=limit))
+    )
+    data = [delivery_json(row) for row in rows]
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table("id", "event", "destination", "status", "attempts", "updated", "last error")
+    for row in data:
+        table.add_row(
+            str(row["id"]),
+            f"{row['source']}/{row['event_type']} {row['event_id']}",
+            row["destination"],
+            row["status"],
+            str(row["attempts"]),
+            row["updated_at"],
+            (row["last_error"] or "")[:80],
+        )
+    out.print(table)
+
+
+@deliveries_app.command("show")
+def deliveries_show(
+    delivery_id: Annotated[int, typer.Argument(help="The delivery's id.")],
+    config: ConfigOption = None,
+) -> None:
+    """One delivery with every attempt (as JSON)."""
+    loaded = _load(config)
+    found = _run(_with_store(loaded, lambda s: s.get(delivery_id)))
+    if found is None:
+        err.print(f"no delivery {delivery_id}", markup=False)
+        raise typer.Exit(1)
+    delivery, attempts = found
+    secrets = loaded.secrets()
+    data = delivery_json(delivery)
+    data["attempts_log"] = [
+        {
+            "started_at": _iso(a.started_at),
+            "outcome": a.outcome,
+            "status_code": a.status_code,
+            "latency_ms": a.latency_ms,
+            "error": a.error,
+            "response_excerpt": a.response_excerpt,
+        }
+        for a in attempts
+    ]
+    print(mask(json.dumps(data, indent=2), secrets))
+
+
+@app.command()
+def redrive(
+    ids: Annotated[list[int] | None, typer.Argument(help="Delivery ids.")] = None,
+    config: ConfigOption = None,
+    dead: Annotated[bool, typer.Option("--dead", help="Every dead delivery.")] = False,
+    destination: Annotated[str | None, typer.Option(help="With --dead: only this one.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="With --dead: failed since (ISO date or time).")
+    ] = None,
+) -> None:
+    """Send finished deliveries again (after a fix): by id, or every dead one."""
+    loaded = _load(config)
+    if not ids and not dead:
+        err.print("name delivery ids, or --dead", markup=False)
+        raise typer.Exit(2)
+    since_ts = None
+    if since is not None:
+        try:
+            parsed = datetime.fromisoformat(since)
+        except ValueError:
+            err.print(f"--since: not an ISO date or time: {since!r}", markup=False)
+            raise typer.Exit(2) from None
+        since_ts = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+    async def work(store: Any) -> list[int]:
+        wanted = list(ids or [])
+        if dead:
+            rows = await store.deliveries(
+                status="dead", destination=destination, since=since_ts, limit=1_000_000
+            )
+            wanted.extend(row.id for row in rows)
+        done: list[int] = []
+        with Progress(console=err, transient=True, disable=len(wanted) < 2) as progress:
+            task = progress.add_task("redriving", total=len(wanted))
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                done.extend(await store.redrive(chunk, time.time()))
+                progress.advance(task, len(chunk))
+        return done
+
+    done = _run(_with_store(loaded, work))
+    out.print(f"redriven: {len(done)}", markup=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,476 @@
+"""The mapping table: YAML with line numbers, ``${ENV}`` secrets, pydantic models.
+
+``load(path)`` returns a validated ``Config`` or raises ``ConfigError`` whose
+``problems`` each read ``file:line: key: problem``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bridge import mapping, tableyaml
+from bridge.durations import Duration
+
+DEFAULT_DATABASE = "sqlite:///bridge.db"
+BROWSER_USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass
+class Problem:
+    line: int
+    key: str
+    message: str
+
+
+class ConfigError(Exception):
+    def __init__(self, file: str, problems: list[Problem]) -> None:
+        self.file = file
+        self.problems = problems
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [f"{self.file}:{p.line}: {p.key}: {p.message}" for p in self.problems]
+
+
+def _none_if_blank(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_none_if_blank)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+class SourceConfig(_Model):
+    kind: str
+    signing_secrets: list[SecretStr] = Field(min_length=1)
+    tolerance: Duration = 300.0
+
+    @field_validator("signing_secrets", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("signing_secrets")
+    @classmethod
+    def _non_empty(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(not secret.get_secret_value() for secret in value):
+            raise ValueError("a signing secret is empty (is its environment variable set?)")
+        return value
+
+
+class StripeSource(SourceConfig):
+    kind: Literal["stripe"]
+
+
+SOURCE_MODELS: dict[str, type[SourceConfig]] = {"stripe": StripeSource}
+
+
+# --- destinations --------------------------------------------------------------------------
+
+
+class RetryConfig(_Model):
+    max_attempts: int = Field(default=20, ge=1)
+    initial: Duration = 5.0
+    max_interval: Duration = 6 * 3600.0
+    max_age: Duration = 3 * 86400.0
+
+
+class DestinationConfig(_Model):
+    kind: str
+    base_url: str = ""
+    dry_run: bool = False
+    timeout: Duration = 10.0
+    retry: RetryConfig = RetryConfig()
+    rate_limit: int | None = Field(default=None, ge=1)  # requests per minute
+    concurrency: int = Field(default=8, ge=1)
+
+    DEFAULT_BASE_URL: ClassVar[str] = ""
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+    DEFAULT_RATE_LIMIT: ClassVar[int | None] = None
+
+    @model_validator(mode="after")
+    def _defaults_and_secrets(self) -> DestinationConfig:
+        if not self.base_url:
+            object.__setattr__(self, "base_url", self.DEFAULT_BASE_URL)
+        if not re.match(r"^https?://[^/\s]+", self.base_url):
+            raise ValueError(f"base_url must be an http(s) URL, got {self.base_url[:60]!r}")
+        if self.rate_limit is None and self.DEFAULT_RATE_LIMIT is not None:
+            object.__setattr__(self, "rate_limit", self.DEFAULT_RATE_LIMIT)
+        if not self.dry_run:
+            missing = [name for name in self.SECRET_FIELDS if getattr(self, name) is None]
+            if missing:
+                raise ValueError(
+                    f"{', '.join(missing)} required unless dry_run is true "
+                    "(is its environment variable set?)"
+                )
+        return self
+
+    def secrets(self) -> list[str]:
+        values = (getattr(self, name) for name in self.SECRET_FIELDS)
+        return [value.get_secret_value() for value in values if value is not None]
+
+    def settings(self) -> dict[str, Any]:
+        """What body templates see as ``destination``: the settings, secrets left out."""
+        data = self.model_dump(exclude=set(self.SECRET_FIELDS) | {"retry"})
+        return data
+
+
+class DubDestination(DestinationConfig):
+    kind: Literal["dub"]
+    api_key: OptionalSecret = None
+    DEFAULT_BASE_URL: ClassVar[str] = "https://api.dub.co"
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("api_key",)
+    DEFAULT_RATE_LIMIT: ClassVar[int | None] = 60  # Dub's free plan; set yours
+
+
+class UmamiDestination(DestinationConfig):
+    kind: Literal["umami"]
+    website_id: str
+    hostname: str = Field(min_length=1, max_length=100)
+    event_name: str = Field(default="revenue", min_length=1, max_length=50)
+    user_agent: str = BROWSER_USER_AGENT
+    DEFAULT_BASE_URL: ClassVar[str] = "https://cloud.umami.is"
+
+
+class EcommerceDestination(DestinationConfig):
+    kind: Literal["ecommerce"]
+    api_key: OptionalSecret = None
+    DEFAULT_BASE_URL: ClassVar[str] = "https://api.tolinku.com"
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("api_key",)
+    DEFAULT_RATE_LIMIT: ClassVar[int | None] = 1000
+
+
+class VoucherifyDestination(DestinationConfig):
+    kind: Literal["voucherify"]
+    app_id: OptionalSecret = None
+    app_token: OptionalSecret = None
+    sale_event: str = Field(default="payment_succeeded", min_length=1, max_length=300)
+    refund_event: str = Field(default="payment_refunded", min_length=1, max_length=300)
+    DEFAULT_BASE_URL: ClassVar[str] = "https://api.voucherify.io"
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("app_id", "app_token")
+    DEFAULT_RATE_LIMIT: ClassVar[int | None] = 100
+
+
+DESTINATION_MODELS: dict[str, type[DestinationConfig]] = {
+    "dub": DubDestination,
+    "umami": UmamiDestination,
+    "ecommerce": EcommerceDestination,
+    "voucherify": VoucherifyDestination,
+}
+
+
+# --- routes, storage, delivery -------------------------------------------------------------
+
+
+class RouteModel(_Model):
+    from_: str = Field(alias="from")
+    to: list[str] = Field(min_length=1)
+    when: str | None = None
+    kind: Literal["sale", "refund"] | None = None
+    fields: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("from_")
+    @classmethod
+    def _source_slash_event(cls, value: str) -> str:
+        source, _, event = value.partition("/")
+        if not source or not event:
+            raise ValueError(f"expected SOURCE/EVENT_TYPE, got {value!r}")
+        return value
+
+
+class StorageConfig(_Model):
+    url: str = DEFAULT_DATABASE
+
+
+class DeliveryConfig(_Model):
+    lease: Duration = Field(default=30.0, gt=0)
+    poll_interval: Duration = Field(default=1.0, gt=0)
+    batch: int = Field(default=64, ge=1)
+    shutdown_grace: Duration = 10.0
+
+
+class ServerConfig(_Model):
+    max_body: int = Field(default=1024 * 1024, ge=1024)
+    max_depth: int = Field(default=64, ge=4)
+
+
+class AdminConfig(_Model):
+    token: OptionalSecret = None
+
+
+class TableModel(_Model):
+    sources: dict[str, Any] = Field(min_length=1)
+    destinations: dict[str, Any] = Field(min_length=1)
+    routes: list[RouteModel] = Field(min_length=1)
+    storage: StorageConfig = StorageConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    server: ServerConfig = ServerConfig()
+    admin: AdminConfig = AdminConfig()
+
+
+# --- the validated table -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    index: int
+    source: str
+    event: str  # a type, or an fnmatch pattern with *
+    to: tuple[str, ...]
+    when: mapping.Expression | None
+    kind: str | None
+    fields: Mapping[str, mapping.Expression]
+
+    @property
+    def name(self) -> str:
+        return f"routes[{self.index}] {self.source}/{self.event}"
+
+    def matches(self, source: str, event_type: str) -> bool:
+        return self.source == source and fnmatch.fnmatchcase(event_type, self.event)
+
+
+@dataclass(frozen=True)
+class Config:
+    file: str
+    sources: Mapping[str, SourceConfig]
+    destinations: Mapping[str, DestinationConfig]
+    routes: tuple[Route, ...]
+    storage: StorageConfig
+    delivery: DeliveryConfig
+    server: ServerConfig
+    admin: AdminConfig
+    database_url: str = DEFAULT_DATABASE
+    _secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value the table holds (to mask them wherever text leaves the bridge)."""
+        return self._secrets
+
+
+def _interpolate(value: Any, path: tableyaml.Path, errors: list[tuple[tableyaml.Path, str]]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*path, k), errors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*path, i), errors) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        current = os.environ.get(name)
+        if current:
+            return current
+        if default is not None:
+            return default
+        if current is None:
+            errors.append((path, f"environment variable {name} is not set"))
+        return ""
+
+    return _ENV.sub(replace, value)
+
+
+def _key(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(table)"
+
+
+def _pydantic_errors(exc: ValidationError, prefix: tableyaml.Path) -> Iterator[tuple[tableyaml.Path, str]]:
+    for error in exc.errors():
+        loc = tuple("from" if part == "from_" else part for part in error["loc"])
+        message = error["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        yield (*prefix, *loc), message
+
+
+def resolve_database_url(url: str, config_file: Path) -> str:
+    """``sqlite:///relative.db`` is relative to the table's folder."""
+    env = os.environ.get("BRIDGE_DATABASE_URL")
+    if env:
+        url = env
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        relative = url[len("sqlite:///") :]
+        if relative and relative != ":memory:" and not os.path.isabs(relative):
+            return "sqlite:///" + str((config_file.parent / relative).resolve())
+    return url
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    file = Path(path)
+    display = str(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(display, [Problem(1, "(file)", f"cannot read the table: {exc}")]) from None
+    try:
+        table = tableyaml.load_table(text)
+    except tableyaml.TableSyntaxError as exc:
+        raise ConfigError(display, [Problem(exc.line, "(yaml)", exc.message)]) from None
+    return build(table, display, file)
+
+
+def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
+    errors: list[tuple[tableyaml.Path, str]] = []
+
+    def fail() -> ConfigError:
+        problems = [Problem(table.line_of(p), _key(p), m) for p, m in errors]
+        problems.sort(key=lambda p: p.line)
+        return ConfigError(display, problems)
+
+    if not isinstance(table.data, dict):
+        errors.append(((), "the table must be a mapping with sources, destinations and routes"))
+        raise fail()
+    data = _interpolate(table.data, (), errors)
+    try:
+        top = TableModel.model_validate(data)
+    except ValidationError as exc:
+        errors.extend(_pydantic_errors(exc, ()))
+        raise fail() from None
+
+    sources: dict[str, SourceConfig] = {}
+    for name, raw in top.sources.items():
+        _validate_kind(raw, ("sources", name), SOURCE_MODELS, sources, name, errors)
+    destinations: dict[str, DestinationConfig] = {}
+    for name, raw in top.destinations.items():
+        _validate_kind(raw, ("destinations", name), DESTINATION_MODELS, destinations, name, errors)
+
+    from bridge import sources as source_registry  # a cycle otherwise: sources read the config
+
+    routes: list[Route] = []
+    for index, model in enumerate(top.routes):
+        at: tableyaml.Path = ("routes", index)
+        source, _, event = model.from_.partition("/")
+        rule_kind = model.kind
+        if source not in top.sources:
+            errors.append(((*at, "from"), f"no source named {source!r}"))
+        elif source in sources:
+            kind = sources[source].kind
+            if "*" not in event and "?" not in event and "[" not in event:
+                rule = source_registry.rules(kind).get(event)
+                if rule is None and model.kind is None:
+                    known = ", ".join(sorted(source_registry.rules(kind)))
+                    errors.append(
+                        (
+                            (*at, "from"),
+                            f"{kind} event {event!r} has no built-in transaction; "
+                            f"add `kind: sale|refund` and fields (known: {known})",
+                        )
+                    )
+                elif rule is not None:
+                    rule_kind = rule.kind
+        for position, target in enumerate(model.to):
+            if target not in top.destinations:
+                errors.append(((*at, "to", position), f"no destination named {target!r}"))
+        when = None
+        if model.when is not None:
+            try:
+                when = mapping.compile_expression(model.when)
+            except mapping.ExpressionError as exc:
+                errors.append(((*at, "when"), str(exc)))
+        fields: dict[str, mapping.Expression] = {}
+        for field_name, expression in model.fields.items():
+            if field_name not in mapping.TXN_FIELDS:
+                errors.append(
+                    ((*at, "fields", field_name), f"unknown field (one of {', '.join(mapping.TXN_FIELDS)})")
+                )
+                continue
+            try:
+                fields[field_name] = mapping.compile_expression(expression)
+            except mapping.ExpressionError as exc:
+                errors.append(((*at, "fields", field_name), str(exc)))
+        if model.kind is not None and rule_kind != model.kind:
+            errors.append(((*at, "kind"), f"the built-in transaction for {event!r} is a {rule_kind}"))
+        routes.append(Route(index, source, event, tuple(model.to), when, model.kind, fields))
+
+    if errors:
+        raise fail()
+
+    secrets: list[str] = []
+    for source_config in sources.values():
+        secrets.extend(s.get_secret_value() for s in source_config.signing_secrets)
+    for destination in destinations.values():
+        secrets.extend(destination.secrets())
+    if top.admin.token is not None:
+        secrets.append(top.admin.token.get_secret_value())
+
+    return Config(
+        file=display,
+        sources=sources,
+        destinations=destinations,
+        routes=tuple(routes),
+        storage=top.storage,
+        delivery=top.delivery,
+        server=top.server,
+        admin=top.admin,
+        database_url=resolve_database_url(top.storage.url, file),
+        _secrets=tuple(sorted({s for s in secrets if s}, key=len, reverse=True)),
+    )
+
+
+def _validate_kind(
+    raw: Any,
+    at: tableyaml.Path,
+    models: Mapping[str, type[Any]],
+    out: dict[str, Any],
+    name: str,
+    errors: list[tuple[tableyaml.Path, str]],
+) -> None:
+    if not isinstance(raw, dict):
+        errors.append((at, "expected a mapping with a kind"))
+        return
+    kind = raw.get("kind")
+    model = models.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        errors.append(((*at, "kind"), f"unknown kind {kind!r} (one of {', '.join(models)})"))
+        return
+    try:
+        out[name] = model.model_validate(raw)
+    except ValidationError as exc:
+        errors.extend(_pydantic_errors(exc, at))
+
+
+def config_path(explicit: str | None) -> str:
+    """``--config`` wins; else ``BRIDGE_CONFIG``; else ``bridge.yaml``."""
+    return explicit or os.environ.get("BRIDGE_CONFIG") or "bridge.yaml"

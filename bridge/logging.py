@@ -1,0 +1,67 @@
+"""structlog set-up: JSON in production, readable in a terminal; secrets never printed.
+
+Redaction is one processor: every configured secret value (signing secrets,
+API keys, the admin token) is replaced by ``***`` wherever it appears in a
+log line, whatever the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+_SECRETS: tuple[str, ...] = ()
+
+
+def set_secrets(secrets: Iterable[str]) -> None:
+    global _SECRETS
+    _SECRETS = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        for secret in _SECRETS:
+            if secret in value:
+                value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    if not _SECRETS:
+        return event_dict
+    return {key: _scrub(value) for key, value in event_dict.items()}
+
+
+def configure(fmt: str = "auto", level: str = "info") -> None:
+    """``fmt``: ``json``, ``console``, or ``auto`` (console on a terminal, else JSON)."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,161 @@
+"""The pipeline between the webhook and the destinations.
+
+At ingest, ``plan`` decides from the table which destinations hear about an
+event (routes, ``when``, the processor's skip rules, zero amounts) and what to
+remember of a sale. At delivery, ``prepare`` builds the transaction again from
+the stored raw event with the table as it is NOW (so a fixed table and a
+redrive repair a dead delivery), links a refund to its purchase, and renders
+the destination's request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import httpx
+import structlog
+
+from bridge import destinations, mapping, sources
+from bridge.config import Config, Route
+from bridge.destinations.common import TemplateDestination
+from bridge.model import Customer, NewDelivery, ProviderEvent, Purchase, Transaction
+from bridge.sources.base import Source
+
+log = structlog.get_logger("bridge.pipeline")
+
+
+@dataclass
+class Plan:
+    matched: bool = False
+    deliveries: list[NewDelivery] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    remember: list[str] = field(default_factory=list)
+    purchase: Purchase | None = None
+    link_refs: list[str] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sources: dict[str, Source] = {
+            name: sources.create(name, cfg) for name, cfg in config.sources.items()
+        }
+        self.destinations: dict[str, TemplateDestination] = {
+            name: destinations.create(name, cfg) for name, cfg in config.destinations.items()
+        }
+
+    def rule(self, route: Route, event: ProviderEvent) -> mapping.TransactionRule | None:
+        kind = self.sources[event.source].kind
+        rule = sources.rules(kind).get(event.type)
+        if rule is None and route.kind is not None:
+            return mapping.TransactionRule(route.kind, {})
+        return rule
+
+    def transaction(self, route: Route, event: ProviderEvent) -> Transaction:
+        """The canonical transaction for this route; MappingError names route, field, expression."""
+        rule = self.rule(route, event)
+        if rule is None:
+            raise mapping.MappingError(f"{route.name}: no transaction rule for {event.type!r}")
+        source = self.sources[event.source]
+        try:
+            return mapping.build_transaction(
+                rule, event, source.processor, source.convention, route.fields
+            )
+        except mapping.MappingError as exc:
+            raise mapping.MappingError(f"{route.name}: {exc}") from None
+
+    def routes_for(self, event: ProviderEvent) -> list[Route]:
+        return [route for route in self.config.routes if route.matches(event.source, event.type)]
+
+    def plan(self, event: ProviderEvent) -> Plan:
+        plan = Plan()
+        seen: set[str] = set()
+        for route in self.routes_for(event):
+            if route.when is not None and not mapping.truthy(_safe(route.when, event.payload)):
+                continue
+            rule = self.rule(route, event)
+            if rule is None:
+                continue
+            plan.matched = True
+            reason = mapping.skip_reason(rule, event)
+            txn: Transaction | None = None
+            if reason is None:
+                try:
+                    txn = self.transaction(route, event)
+                except mapping.MappingError:
+                    txn = None  # the delivery is stored and dies with the error, visibly
+                else:
+                    if txn.amount == 0:
+                        reason = "amount is 0: nothing to send"
+            if reason is not None:
+                plan.skipped.append(f"{route.name}: {reason}")
+                continue
+            order_key = ""
+            if txn is not None:
+                order_key = txn.id or ""
+                if txn.kind == "sale" and txn.id and plan.purchase is None:
+                    plan.purchase = Purchase(txn.id, txn.customer)
+                    plan.remember = list(dict.fromkeys([txn.id, *txn.refs]))
+                elif txn.kind == "refund" and not txn.id:
+                    plan.link_refs = txn.refs
+            for name in route.to:
+                if name not in seen:
+                    seen.add(name)
+                    plan.deliveries.append(NewDelivery(route.index, name, order_key))
+        return plan
+
+    def route_for(self, event: ProviderEvent, destination: str, stored: int) -> Route | None:
+        """The route that sends this event to ``destination`` in the table as it is now."""
+        candidates = [r for r in self.routes_for(event) if destination in r.to]
+        for route in candidates:
+            if route.index == stored:
+                return route
+        return candidates[0] if candidates else None
+
+    def request(
+        self, txn: Transaction, event: ProviderEvent, destination: str, purchase: Purchase | None
+    ) -> httpx.Request:
+        """The destination's request; destinations.Skipped when it gets none."""
+        link_refund(txn, purchase, event)
+        return self.destinations[destination].request(txn, event)
+
+
+def link_refund(txn: Transaction, purchase: Purchase | None, event: ProviderEvent) -> None:
+    """A refund names its purchase: remembered sale, else the payload's own id, else the charge."""
+    if txn.kind != "refund":
+        return
+    if purchase is not None:
+        txn.id = txn.id or purchase.txn_id
+        txn.customer = Customer(
+            id=purchase.customer.id or txn.customer.id,
+            external_id=purchase.customer.external_id or txn.customer.external_id,
+            email=purchase.customer.email or txn.customer.email,
+            name=purchase.customer.name or txn.customer.name,
+        )
+    if not txn.id and txn.refs:
+        txn.id = txn.refs[0]
+        log.warning(
+            "refund of an unseen purchase: using the payment reference as its transaction id",
+            source=event.source,
+            event_id=event.id,
+            transaction_id=txn.id,
+        )
+
+
+def purchase_refs(txn: Transaction) -> list[str]:
+    return [ref for ref in [txn.id, *txn.refs] if ref]
+
+
+def _safe(expression: mapping.Expression, data: Mapping[str, object]) -> object:
+    try:
+        return expression.search(data)
+    except mapping.MappingError:
+        return None
+
+
+def mask(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,34 @@
+"""A per-destination request budget: at most ``per_minute`` sends in any 60-second window."""
+
+from __future__ import annotations
+
+from collections import deque
+
+WINDOW = 60.0
+
+
+class RateLimit:
+    def __init__(self, per_minute: int | None) -> None:
+        self.per_minute = per_minute
+        self._sent: deque[float] = deque()
+
+    def _trim(self, now: float) -> None:
+        while self._sent and self._sent[0] <= now - WINDOW:
+            self._sent.popleft()
+
+    def available(self, now: float) -> int:
+        """How many sends may start now without exceeding the limit (a large number if none)."""
+        if self.per_minute is None:
+            return 1 << 30
+        self._trim(now)
+        return max(0, self.per_minute - len(self._sent))
+
+    def take(self, now: float) -> None:
+        if self.per_minute is not None:
+            self._sent.append(now)
+
+    def next_free(self, now: float) -> float:
+        """When a send may next start (``now`` if one may start already)."""
+        if self.available(now) > 0:
+            return now
+        return self._sent[0] + WINDOW

@@ -1,0 +1,34 @@
+"""Processors the bridge receives from. A new one is a module here plus a line below."""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+from bridge import mapping, tableyaml
+from bridge.config import SourceConfig
+from bridge.sources.base import BadEvent, SignatureError, Source
+from bridge.sources.stripe import StripeSource
+
+SOURCES: dict[str, type[StripeSource]] = {"stripe": StripeSource}
+
+__all__ = ["SOURCES", "BadEvent", "SignatureError", "Source", "create", "rules"]
+
+
+def create(name: str, config: SourceConfig) -> Source:
+    return SOURCES[config.kind](name, config)
+
+
+@functools.cache
+def rules(kind: str) -> dict[str, mapping.TransactionRule]:
+    """The built-in transaction rules of a processor, from ``bridge/defaults/<kind>.yaml``."""
+    text = resources.files("bridge.defaults").joinpath(f"{kind}.yaml").read_text("utf-8")
+    data = tableyaml.load_table(text).data
+    out: dict[str, mapping.TransactionRule] = {}
+    for event_type, raw in data["events"].items():
+        skips = tuple(
+            mapping.Skip(mapping.compile_expression(s["when"]), s["reason"]) for s in raw.get("skip") or []
+        )
+        fields = {name: mapping.compile_expression(expr) for name, expr in raw["fields"].items()}
+        out[event_type] = mapping.TransactionRule(raw["kind"], fields, skips)
+    return out

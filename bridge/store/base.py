@@ -1,0 +1,89 @@
+"""The Store protocol: what the pipeline and the worker need from storage, nothing more.
+
+Every backend keeps the same promises:
+- ``ingest`` stores an event and its deliveries (and what a later refund needs
+  to find its purchase) in ONE transaction, and returns only after it commits;
+  a second event with the same (source, event id) creates nothing.
+- ``claim`` leases due deliveries of one destination to one worker; a lease
+  that runs out makes the delivery due again. A delivery is not claimed while
+  an earlier one with the same destination and order key is unfinished.
+- ``finish`` records an attempt and the delivery's new state, only while the
+  caller still holds the lease.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bridge.model import Attempt, Delivery, NewDelivery, ProviderEvent, Purchase, Status
+
+
+@dataclass(frozen=True)
+class Ingest:
+    event: ProviderEvent
+    body: str  # the raw JSON text, stored as received
+    deliveries: list[NewDelivery]
+    # sale: the refs under which to remember this purchase
+    remember: list[str] = field(default_factory=list)
+    purchase: Purchase | None = None
+    # refund without a known purchase id: refs to resolve into the order key
+    link_refs: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Finish:
+    delivery_id: int
+    worker: str
+    status: Status
+    next_at: float
+    attempt: Attempt | None  # None: released, not attempted (shutdown, skipped before sending)
+    error: str | None = None
+
+
+class StoreUnavailable(RuntimeError):
+    """The database can't take the write now (locked, full, down): answer 503, keep nothing."""
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the database can't be used."""
+
+    async def ingest(self, item: Ingest, now: float) -> bool:
+        """Store the event and its deliveries; False when (source, event id) was seen before."""
+
+    async def purchase(self, source: str, refs: list[str]) -> Purchase | None:
+        """The first remembered sale any of ``refs`` names."""
+
+    async def claim(
+        self, destination: str, limit: int, now: float, lease: float, worker: str
+    ) -> list[Delivery]: ...
+
+    async def finish(self, item: Finish, now: float) -> bool:
+        """Record the attempt and new state; False when the lease was lost meanwhile."""
+
+    async def release(self, worker: str | None, now: float) -> int:
+        """Make ``worker``'s claims (every claim, for None) due again; how many."""
+
+    async def next_due(self) -> float | None: ...
+
+    async def get(self, delivery_id: int) -> tuple[Delivery, list[Attempt]] | None: ...
+
+    async def deliveries(
+        self,
+        status: str | None = None,
+        destination: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[Delivery]: ...
+
+    async def redrive(self, ids: list[int], now: float) -> list[int]:
+        """Make finished deliveries due now; the ids that were redriven."""
+
+    async def counts(self) -> dict[str, int]: ...
+
+    async def prune(self, events_before: float, refs_before: float) -> int: ...

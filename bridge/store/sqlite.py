@@ -1,0 +1,383 @@
+"""The SQLite store: the embedded default. One file, WAL, ``synchronous=FULL``.
+
+One thread owns the connection. Every operation is queued to it; whatever is
+queued together runs in ONE transaction (each operation in its own savepoint)
+and ONE commit, and no caller hears back before that commit: group commit, so
+that concurrent webhooks share one fsync and each is acknowledged only once its
+event is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from bridge.model import Attempt, Delivery, Purchase, Customer, Status
+from bridge.store.base import Finish, Ingest, StoreUnavailable
+from bridge.store.sql import queries
+
+T = TypeVar("T")
+SCHEMA_VERSION = 1
+_BATCH = 512
+
+_Op = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+
+
+def path_of(url: str) -> str:
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"not a sqlite URL: {url!r} (sqlite:///path/to/file.db)")
+    return url[len("sqlite:///") :] or ":memory:"
+
+
+class SQLiteStore:
+    def __init__(self, url: str, synchronous: str = "FULL") -> None:
+        self.path = path_of(url)
+        self.synchronous = synchronous
+        self._sql = queries("sqlite.sql")
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._open_error: BaseException | None = None
+
+    # --- the connection's thread --------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="sqlite-store", daemon=True)
+        self._thread.start()
+        await asyncio.get_running_loop().run_in_executor(None, self._ready.wait)
+        if self._open_error is not None:
+            self._thread = None
+            raise StoreUnavailable(f"cannot open {self.path}: {self._open_error}")
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._thread = None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.executescript(self._sql["pragmas"])
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.executescript(self._sql["schema"])
+        version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        if version is None:
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        elif version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the database schema is version {version}, newer than this bridge "
+                f"({SCHEMA_VERSION}); upgrade the bridge"
+            )
+        return conn
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except (sqlite3.Error, RuntimeError, OSError) as exc:
+            self._open_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < _BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._run_batch(conn, batch)
+        conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        results: list[tuple[_Op, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = op[0](conn)
+                except Exception as exc:  # the operation's own failure goes to its caller
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    failure: BaseException = exc
+                    if isinstance(exc, sqlite3.Error):
+                        failure = StoreUnavailable(f"SQLite: {exc}")
+                    results.append((op, None, failure))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((op, value, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            error = StoreUnavailable(f"SQLite: {exc}")
+            results = [(op, None, error) for op in batch]
+        for (_fn, future, loop), value, failure in results:
+            loop.call_soon_threadsafe(_settle, future, value, failure)
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._thread is None:
+            raise StoreUnavailable("the store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((fn, future, loop))
+        return await future
+
+    # --- the Store protocol -------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def ingest(self, item: Ingest, now: float) -> bool:
+        sql = self._sql
+        event = item.event
+
+        def op(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                sql["insert_event"],
+                {
+                    "source": event.source,
+                    "event_id": event.id,
+                    "type": event.type,
+                    "received_at": now,
+                    "payload": item.body,
+                },
+            ).fetchone()
+            if row is None:
+                return False
+            resolved = None
+            for ref in item.link_refs:
+                found = conn.execute(sql["find_ref"], {"source": event.source, "ref": ref}).fetchone()
+                if found is not None:
+                    resolved = found["txn_id"]
+                    break
+            fallback = resolved or (item.link_refs[0] if item.link_refs else event.id)
+            conn.executemany(
+                sql["insert_delivery"],
+                [
+                    {
+                        "event_pk": row[0],
+                        "route": d.route,
+                        "destination": d.destination,
+                        "order_key": d.order_key or fallback,
+                        "now": now,
+                    }
+                    for d in item.deliveries
+                ],
+            )
+            if item.purchase is not None:
+                customer = item.purchase.customer
+                conn.executemany(
+                    sql["remember_ref"],
+                    [
+                        {
+                            "source": event.source,
+                            "ref": ref,
+                            "txn_id": item.purchase.txn_id,
+                            "customer_id": customer.id,
+                            "external_id": customer.external_id,
+                            "email": customer.email,
+                            "name": customer.name,
+                            "now": now,
+                        }
+                        for ref in item.remember
+                    ],
+                )
+            return True
+
+        return await self._call(op)
+
+    async def purchase(self, source: str, refs: list[str]) -> Purchase | None:
+        sql = self._sql["find_ref"]
+
+        def op(conn: sqlite3.Connection) -> Purchase | None:
+            for ref in refs:
+                row = conn.execute(sql, {"source": source, "ref": ref}).fetchone()
+                if row is not None:
+                    return Purchase(
+                        row["txn_id"],
+                        Customer(row["customer_id"], row["external_id"], row["email"], row["name"]),
+                    )
+            return None
+
+        return await self._call(op)
+
+    async def claim(
+        self, destination: str, limit: int, now: float, lease: float, worker: str
+    ) -> list[Delivery]:
+        sql = self._sql
+
+        def op(conn: sqlite3.Connection) -> list[Delivery]:
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    sql["claim"],
+                    {
+                        "destination": destination,
+                        "limit": limit,
+                        "now": now,
+                        "lease_until": now + lease,
+                        "worker": worker,
+                    },
+                ).fetchall()
+            ]
+            if not ids:
+                return []
+            rows = conn.execute(sql["select_claimed"], {"ids": json.dumps(ids)}).fetchall()
+            return [_delivery(row) for row in rows]
+
+        return await self._call(op)
+
+    async def finish(self, item: Finish, now: float) -> bool:
+        sql = self._sql
+
+        def op(conn: sqlite3.Connection) -> bool:
+            changed = conn.execute(
+                sql["finish"],
+                {
+                    "id": item.delivery_id,
+                    "worker": item.worker,
+                    "status": str(item.status),
+                    "counted": 1 if item.attempt is not None else 0,
+                    "next_at": item.next_at,
+                    "error": item.error,
+                    "now": now,
+                },
+            ).rowcount
+            if changed and item.attempt is not None:
+                a = item.attempt
+                conn.execute(
+                    sql["insert_attempt"],
+                    {
+                        "delivery_id": a.delivery_id,
+                        "started_at": a.started_at,
+                        "latency_ms": a.latency_ms,
+                        "outcome": a.outcome,
+                        "status_code": a.status_code,
+                        "error": a.error,
+                        "response_excerpt": a.response_excerpt,
+                    },
+                )
+            return bool(changed)
+
+        return await self._call(op)
+
+    async def release(self, worker: str | None, now: float) -> int:
+        sql = self._sql["release"]
+        params = {"worker": worker or "", "all_workers": worker is None, "now": now}
+        return await self._call(lambda conn: conn.execute(sql, params).rowcount)
+
+    async def next_due(self) -> float | None:
+        sql = self._sql["next_due"]
+        value = await self._call(lambda conn: conn.execute(sql).fetchone()[0])
+        return None if value is None else float(value)
+
+    async def get(self, delivery_id: int) -> tuple[Delivery, list[Attempt]] | None:
+        sql = self._sql
+
+        def op(conn: sqlite3.Connection) -> tuple[Delivery, list[Attempt]] | None:
+            row = conn.execute(sql["get_delivery"], {"id": delivery_id}).fetchone()
+            if row is None:
+                return None
+            attempts = conn.execute(sql["list_attempts"], {"id": delivery_id}).fetchall()
+            return _delivery(row), [_attempt(a) for a in attempts]
+
+        return await self._call(op)
+
+    async def deliveries(
+        self,
+        status: str | None = None,
+        destination: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[Delivery]:
+        sql = self._sql["list_deliveries"]
+        params = {"status": status, "destination": destination, "since": since, "limit": limit}
+        rows = await self._call(lambda conn: conn.execute(sql, params).fetchall())
+        return [_delivery(row) for row in rows]
+
+    async def redrive(self, ids: list[int], now: float) -> list[int]:
+        sql = self._sql["redrive"]
+
+        def op(conn: sqlite3.Connection) -> list[int]:
+            return [i for i in ids if conn.execute(sql, {"id": i, "now": now}).rowcount]
+
+        return await self._call(op)
+
+    async def counts(self) -> dict[str, int]:
+        sql = self._sql["count_by_status"]
+        rows = await self._call(lambda conn: conn.execute(sql).fetchall())
+        return {row["status"]: row["n"] for row in rows}
+
+    async def prune(self, events_before: float, refs_before: float) -> int:
+        sql = self._sql
+
+        def op(conn: sqlite3.Connection) -> int:
+            pruned = conn.execute(sql["prune_events"], {"before": events_before}).rowcount
+            conn.execute(sql["prune_refs"], {"before": refs_before})
+            return int(pruned)
+
+        return await self._call(op)
+
+
+def _settle(future: asyncio.Future[Any], value: Any, failure: BaseException | None) -> None:
+    if future.done():
+        return
+    if failure is not None:
+        future.set_exception(failure)
+    else:
+        future.set_result(value)
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
+    payload = row["payload"]
+    return Delivery(
+        id=row["id"],
+        event_pk=row["event_pk"],
+        source=row["source"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        route=row["route"],
+        destination=row["destination"],
+        order_key=row["order_key"],
+        status=Status(row["status"]),
+        attempts=row["attempts"],
+        next_at=row["next_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        window_at=row["window_at"],
+        last_error=row["last_error"],
+        payload=None if payload is None else json.loads(payload),
+    )
+
+
+def _attempt(row: sqlite3.Row) -> Attempt:
+    return Attempt(
+        delivery_id=row["delivery_id"],
+        started_at=row["started_at"],
+        latency_ms=row["latency_ms"],
+        outcome=row["outcome"],
+        status_code=row["status_code"],
+        error=row["error"],
+        response_excerpt=row["response_excerpt"],
+    )

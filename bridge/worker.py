@@ -1,0 +1,282 @@
+"""The delivery worker: claim due deliveries, send, classify, retry, dead-letter.
+
+It runs in the bridge's own process beside the web app, never inside a
+request. Per destination it keeps a concurrency cap and a requests-per-minute
+budget and only claims what it can start at once, so a slow or failing
+destination never holds up the others and no lease runs out while waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import structlog
+
+from bridge import mapping
+from bridge.destinations.base import Outcome, Skipped
+from bridge.model import Attempt, Delivery, ProviderEvent, Status
+from bridge.pipeline import Pipeline, mask, purchase_refs
+from bridge.ratelimit import RateLimit
+from bridge.retry import RetryPolicy
+from bridge.store.base import Finish, Store, StoreUnavailable
+
+log = structlog.get_logger("bridge.worker")
+
+Clock = Callable[[], float]
+
+
+def default_worker_id() -> str:
+    return socket.gethostname()
+
+
+class Worker:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        store: Store,
+        *,
+        clock: Clock = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.clock = clock
+        self.worker_id = worker_id or default_worker_id()
+        self.settings = pipeline.config.delivery
+        self.wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight: dict[str, int] = {}
+        self._limits: dict[str, RateLimit] = {}
+        self._policies: dict[str, RetryPolicy] = {}
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        for name, cfg in pipeline.config.destinations.items():
+            self._inflight[name] = 0
+            self._limits[name] = RateLimit(cfg.rate_limit)
+            self._policies[name] = RetryPolicy(**cfg.retry.model_dump())
+            if not cfg.dry_run:
+                self._clients[name] = httpx.AsyncClient(
+                    timeout=cfg.timeout,
+                    transport=transport,
+                    limits=httpx.Limits(max_connections=cfg.concurrency),
+                    follow_redirects=False,
+                )
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Claim and send until ``stop``; wake on new work, else poll."""
+        while not self._stopping:
+            self.wake.clear()
+            try:
+                started = await self.tick()
+            except StoreUnavailable as exc:
+                log.warning("store unavailable; the worker will try again", error=str(exc))
+                started = 0
+            if started:
+                continue
+            timeout = self.settings.poll_interval
+            with contextlib.suppress(StoreUnavailable):
+                due = await self.store.next_due()
+                if due is not None:
+                    timeout = min(timeout, max(0.0, due - self.clock()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=max(timeout, 0.005))
+
+    async def tick(self) -> int:
+        """One round: for each destination, claim what may start now and start it."""
+        started = 0
+        for name, cfg in self.pipeline.config.destinations.items():
+            if self._stopping:
+                break
+            now = self.clock()
+            free = min(cfg.concurrency - self._inflight[name], self._limits[name].available(now))
+            if free <= 0:
+                continue
+            claimed = await self.store.claim(
+                name, min(free, self.settings.batch), now, self.settings.lease, self.worker_id
+            )
+            for delivery in claimed:
+                self._limits[name].take(now)
+                self._inflight[name] += 1
+                task = asyncio.create_task(self._deliver(delivery))
+                self._tasks.add(task)
+                task.add_done_callback(self._done)
+                started += 1
+        return started
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.wake.set()
+
+    async def drain(self) -> None:
+        """Run rounds until nothing is due at the clock's now (for tests and `bridge` one-shots)."""
+        while True:
+            started = await self.tick()
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks))
+                continue
+            if not started:
+                return
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming; let in-flight sends finish within ``grace``; release the rest."""
+        self._stopping = True
+        self.wake.set()
+        grace = self.settings.shutdown_grace if grace is None else grace
+        if self._tasks:
+            _done, pending = await asyncio.wait(list(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(StoreUnavailable):
+            released = await self.store.release(self.worker_id, self.clock())
+            if released:
+                log.info("released unfinished deliveries", count=released)
+        for client in self._clients.values():
+            await client.aclose()
+
+    # --- one delivery -----------------------------------------------------------------------
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        bound = log.bind(
+            source=delivery.source,
+            event_id=delivery.event_id,
+            delivery_id=delivery.id,
+            destination=delivery.destination,
+        )
+        try:
+            await self._attempt(delivery, bound)
+        except StoreUnavailable as exc:
+            bound.warning("could not record the attempt; the lease will make it due again", error=str(exc))
+        finally:
+            self._inflight[delivery.destination] -= 1
+
+    async def _attempt(self, delivery: Delivery, bound: Any) -> None:
+        config = self.pipeline.config
+        started = self.clock()
+        payload = delivery.payload or {}
+        event = ProviderEvent(
+            delivery.source, delivery.event_id, delivery.event_type, payload.get("created"), payload
+        )
+        destination_cfg = config.destinations.get(delivery.destination)
+        route = self.pipeline.route_for(event, delivery.destination, delivery.route)
+        if destination_cfg is None or route is None or delivery.source not in self.pipeline.sources:
+            reason = f"no route in {config.file} sends {delivery.source}/{delivery.event_type} to {delivery.destination} any more"
+            await self._finish(delivery, Status.DEAD, started, "dead", reason, bound)
+            return
+
+        try:
+            purchase = None
+            txn = self.pipeline.transaction(route, event)
+            if txn.kind == "refund":
+                purchase = await self.store.purchase(delivery.source, purchase_refs(txn))
+            request = self.pipeline.request(txn, event, delivery.destination, purchase)
+        except mapping.MappingError as exc:
+            await self._finish(delivery, Status.DEAD, started, "mapping_error", str(exc), bound)
+            return
+        except Skipped as exc:
+            await self._finish(delivery, Status.SKIPPED, started, "skipped", str(exc), bound)
+            return
+
+        if destination_cfg.dry_run:
+            secrets = config.secrets()
+            bound.info(
+                "dry-run: not sent",
+                method=request.method,
+                url=str(request.url),
+                headers={k: mask(v, secrets) for k, v in request.headers.items()},
+                json=json.loads(request.content),
+            )
+            await self._finish(delivery, Status.DRY_RUN, started, "dry_run", None, bound)
+            return
+
+        client = self._clients[delivery.destination]
+        destination = self.pipeline.destinations[delivery.destination]
+        response: httpx.Response | None = None
+        try:
+            response = await client.send(request)
+            outcome = destination.classify(response, self.clock())
+        except httpx.TimeoutException as exc:
+            outcome = Outcome("retry", f"timeout: {type(exc).__name__}")
+        except httpx.HTTPError as exc:
+            outcome = Outcome("retry", f"connection error: {type(exc).__name__}: {exc}"[:300])
+
+        status_code = response.status_code if response is not None else None
+        excerpt = response.text[:500] if response is not None else None
+        if outcome.verdict == "delivered":
+            status, error = Status.DELIVERED, None
+        elif outcome.verdict == "not_recorded":
+            status, error = Status.NOT_RECORDED, outcome.reason
+        elif outcome.verdict == "dead":
+            status, error = Status.DEAD, outcome.reason
+        else:
+            status, error = Status.PENDING, outcome.reason
+        next_at = self.clock()
+        if status is Status.PENDING:
+            policy = self._policies[delivery.destination]
+            now = self.clock()
+            wait = policy.next_wait(delivery.attempts + 1, now - delivery.window_at, outcome.retry_after)
+            if wait is None:
+                status = Status.DEAD
+                error = f"gave up after {delivery.attempts + 1} attempts: {outcome.reason}"
+            else:
+                next_at = now + wait
+        await self._finish(
+            delivery,
+            status,
+            started,
+            outcome.verdict,
+            error,
+            bound,
+            status_code=status_code,
+            excerpt=excerpt,
+            next_at=next_at,
+        )
+
+    async def _finish(
+        self,
+        delivery: Delivery,
+        status: Status,
+        started: float,
+        outcome: str,
+        error: str | None,
+        bound: Any,
+        *,
+        status_code: int | None = None,
+        excerpt: str | None = None,
+        next_at: float | None = None,
+    ) -> None:
+        now = self.clock()
+        secrets = self.pipeline.config.secrets()
+        error = mask(error, secrets) if error else None
+        attempt = Attempt(
+            delivery_id=delivery.id,
+            started_at=started,
+            latency_ms=round((now - started) * 1000, 3),
+            outcome=outcome,
+            status_code=status_code,
+            error=error,
+            response_excerpt=mask(excerpt, secrets) if excerpt else None,
+        )
+        finish = Finish(delivery.id, self.worker_id, status, next_at or now, attempt, error)
+        recorded = await self.store.finish(finish, now)
+        level = "info" if status in (Status.DELIVERED, Status.DRY_RUN) else "warning"
+        getattr(bound, level)(
+            "delivery " + str(status),
+            outcome=outcome,
+            status_code=status_code,
+            error=error,
+            attempt=delivery.attempts + 1,
+            next_at=next_at if status is Status.PENDING else None,
+            recorded=recorded,
+        )
