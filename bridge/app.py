@@ -55,7 +55,9 @@ def parse_json(body: bytes, max_depth: int) -> Any:
         if depth > max_depth:
             raise TooDeep(f"JSON nested deeper than {max_depth} levels")
         if isinstance(node, dict):
-            stack.extend((child, depth + 1) for child in node.values() if isinstance(child, (dict, list)))
+            stack.extend(
+                (child, depth + 1) for child in node.values() if isinstance(child, (dict, list))
+            )
         elif isinstance(node, list):
             stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
     return value
@@ -178,7 +180,9 @@ def create_app(
             "bridge started",
             config=config.file,
             sources=list(config.sources),
-            destinations={n: ("dry-run" if d.dry_run else d.base_url) for n, d in config.destinations.items()},
+            destinations={
+                n: ("dry-run" if d.dry_run else d.base_url) for n, d in config.destinations.items()
+            },
         )
         try:
             yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -33,7 +34,9 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOption = Annotated[
     str | None,
-    typer.Option("--config", "-c", help="The mapping table (default: $BRIDGE_CONFIG, else bridge.yaml)."),
+    typer.Option(
+        "--config", "-c", help="The mapping table (default: $BRIDGE_CONFIG, else bridge.yaml)."
+    ),
 ]
 
 
@@ -71,6 +74,9 @@ def serve(
 
     loaded = _load(config)
     application = create_app(loaded)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler
+    # that was there before it: make that one a clean exit, as a container's PID 1 should.
+    signal.signal(signal.SIGTERM, _exit_zero)
     uvicorn.run(
         application,
         host=host,
@@ -79,6 +85,10 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=int(loaded.delivery.shutdown_grace) + 5,
     )
+
+
+def _exit_zero(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @app.command()
@@ -192,7 +202,8 @@ def replay(
     config: ConfigOption = None,
     source: Annotated[str | None, typer.Option(help="The source whose first secret signs.")] = None,
     url: Annotated[
-        str | None, typer.Option(help="Where to post (default http://127.0.0.1:8000/webhooks/SOURCE).")
+        str | None,
+        typer.Option(help="Where to post (default http://127.0.0.1:8000/webhooks/SOURCE)."),
     ] = None,
 ) -> None:
     """Sign each fixture as the processor would (fresh timestamp) and post it."""
@@ -280,7 +291,9 @@ def deliveries_list(
     """List deliveries, newest first."""
     loaded = _load(config)
     rows = _run(
-        _with_store(loaded, lambda s: s.deliveries(status=status, destination=destination, limit=limit))
+        _with_store(
+            loaded, lambda s: s.deliveries(status=status, destination=destination, limit=limit)
+        )
     )
     data = [delivery_json(row) for row in rows]
     if as_json:

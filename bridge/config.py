@@ -312,7 +312,9 @@ def _key(path: tuple[Any, ...]) -> str:
     return out or "(table)"
 
 
-def _pydantic_errors(exc: ValidationError, prefix: tableyaml.Path) -> Iterator[tuple[tableyaml.Path, str]]:
+def _pydantic_errors(
+    exc: ValidationError, prefix: tableyaml.Path
+) -> Iterator[tuple[tableyaml.Path, str]]:
     for error in exc.errors():
         loc = tuple("from" if part == "from_" else part for part in error["loc"])
         message = error["msg"]
@@ -343,7 +345,9 @@ def load(path: str | os.PathLike[str]) -> Config:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(display, [Problem(1, "(file)", f"cannot read the table: {exc}")]) from None
+        raise ConfigError(
+            display, [Problem(1, "(file)", f"cannot read the table: {exc}")]
+        ) from None
     try:
         table = tableyaml.load_table(text)
     except tableyaml.TableSyntaxError as exc:
@@ -382,7 +386,7 @@ def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
     for index, model in enumerate(top.routes):
         at: tableyaml.Path = ("routes", index)
         source, _, event = model.from_.partition("/")
-        rule_kind = model.kind
+        rule_kind: str | None = model.kind
         if source not in top.sources:
             errors.append(((*at, "from"), f"no source named {source!r}"))
         elif source in sources:
@@ -413,7 +417,10 @@ def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
         for field_name, expression in model.fields.items():
             if field_name not in mapping.TXN_FIELDS:
                 errors.append(
-                    ((*at, "fields", field_name), f"unknown field (one of {', '.join(mapping.TXN_FIELDS)})")
+                    (
+                        (*at, "fields", field_name),
+                        f"unknown field (one of {', '.join(mapping.TXN_FIELDS)})",
+                    )
                 )
                 continue
             try:
@@ -421,7 +428,9 @@ def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
             except mapping.ExpressionError as exc:
                 errors.append(((*at, "fields", field_name), str(exc)))
         if model.kind is not None and rule_kind != model.kind:
-            errors.append(((*at, "kind"), f"the built-in transaction for {event!r} is a {rule_kind}"))
+            errors.append(
+                ((*at, "kind"), f"the built-in transaction for {event!r} is a {rule_kind}")
+            )
         routes.append(Route(index, source, event, tuple(model.to), when, model.kind, fields))
 
     if errors:

@@ -251,7 +251,10 @@ Template = Mapping[str, Any]  # nested objects whose leaves are Expressions
 
 def compile_template(raw: Any, path: str = "") -> Any:
     if isinstance(raw, dict):
-        return {key: compile_template(value, f"{path}.{key}" if path else key) for key, value in raw.items()}
+        return {
+            key: compile_template(value, f"{path}.{key}" if path else key)
+            for key, value in raw.items()
+        }
     if isinstance(raw, str):
         try:
             return compile_expression(raw)

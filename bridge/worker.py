@@ -157,7 +157,9 @@ class Worker:
         try:
             await self._attempt(delivery, bound)
         except StoreUnavailable as exc:
-            bound.warning("could not record the attempt; the lease will make it due again", error=str(exc))
+            bound.warning(
+                "could not record the attempt; the lease will make it due again", error=str(exc)
+            )
         finally:
             self._inflight[delivery.destination] -= 1
 
@@ -171,7 +173,10 @@ class Worker:
         destination_cfg = config.destinations.get(delivery.destination)
         route = self.pipeline.route_for(event, delivery.destination, delivery.route)
         if destination_cfg is None or route is None or delivery.source not in self.pipeline.sources:
-            reason = f"no route in {config.file} sends {delivery.source}/{delivery.event_type} to {delivery.destination} any more"
+            reason = (
+                f"no route in {config.file} sends {delivery.source}/{delivery.event_type} "
+                f"to {delivery.destination} any more"
+            )
             await self._finish(delivery, Status.DEAD, started, "dead", reason, bound)
             return
 
@@ -225,7 +230,9 @@ class Worker:
         if status is Status.PENDING:
             policy = self._policies[delivery.destination]
             now = self.clock()
-            wait = policy.next_wait(delivery.attempts + 1, now - delivery.window_at, outcome.retry_after)
+            wait = policy.next_wait(
+                delivery.attempts + 1, now - delivery.window_at, outcome.retry_after
+            )
             if wait is None:
                 status = Status.DEAD
                 error = f"gave up after {delivery.attempts + 1} attempts: {outcome.reason}"

@@ -26,7 +26,9 @@ SECRET = "whsec_test_primary_secret_0123456789"
 OLD_SECRET = "whsec_test_rotated_out_secret_9876"
 
 
-def stripe_headers(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> dict[str, str]:
+def stripe_headers(
+    body: bytes, secret: str = SECRET, timestamp: int | None = None
+) -> dict[str, str]:
     ts = int(time.time()) if timestamp is None else timestamp
     digest = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
     return {"Stripe-Signature": f"t={ts},v1={digest}", "Content-Type": "application/json"}
@@ -133,14 +135,28 @@ class BridgeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> BridgeProcess:
-        command = [sys.executable, "-m", "bridge.cli", "--log-format", "json", "serve",
-                   "--config", str(self.config), "--port", str(self.port)]
+        command = [
+            sys.executable,
+            "-m",
+            "bridge.cli",
+            "--log-format",
+            "json",
+            "serve",
+            "--config",
+            str(self.config),
+            "--port",
+            str(self.port),
+        ]
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self._env)
+            self.proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=self._env
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"bridge exited {self.proc.returncode}:\n{self.log.read_text()}")
+                raise AssertionError(
+                    f"bridge exited {self.proc.returncode}:\n{self.log.read_text()}"
+                )
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return self
@@ -149,9 +165,15 @@ class BridgeProcess:
             time.sleep(0.05)
         raise AssertionError(f"bridge did not start:\n{self.log.read_text()}")
 
-    def post(self, body: bytes, headers: dict[str, str] | None = None, source: str = "stripe") -> httpx.Response:
-        return httpx.post(f"{self.url}/webhooks/{source}", content=body,
-                          headers=headers if headers is not None else stripe_headers(body), timeout=10)
+    def post(
+        self, body: bytes, headers: dict[str, str] | None = None, source: str = "stripe"
+    ) -> httpx.Response:
+        return httpx.post(
+            f"{self.url}/webhooks/{source}",
+            content=body,
+            headers=headers if headers is not None else stripe_headers(body),
+            timeout=10,
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         assert self.proc is not None

@@ -151,8 +151,8 @@ class Sinks:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     def base(self, name: str) -> str:
         return f"{self.url}/{name}"
@@ -216,27 +216,54 @@ class Sinks:
             if destination == "voucherify":
                 return Answer(400, {"code": 400, "key": "invalid_payload", "message": problem})
             if destination == "umami":
-                return Answer(400, {"error": {"message": problem, "code": "bad-request", "status": 400}})
+                return Answer(
+                    400, {"error": {"message": problem, "code": "bad-request", "status": 400}}
+                )
             return Answer(400, {"error": problem})
         if destination == "dub":
             if body["customerExternalId"] in self.dub_unknown_customers:
-                return Answer(200, {"eventName": body.get("eventName", "Purchase"), "customer": None, "sale": None})
+                return Answer(
+                    200,
+                    {
+                        "eventName": body.get("eventName", "Purchase"),
+                        "customer": None,
+                        "sale": None,
+                    },
+                )
             return Answer(
                 200,
                 {
                     "eventName": body.get("eventName", "Purchase"),
-                    "customer": {"id": "cus_dub_1", "name": None, "email": None, "avatar": None,
-                                 "externalId": body["customerExternalId"]},
-                    "sale": {"amount": body["amount"], "currency": body.get("currency", "usd"),
-                             "paymentProcessor": body.get("paymentProcessor", "custom"),
-                             "invoiceId": body.get("invoiceId"), "metadata": None},
+                    "customer": {
+                        "id": "cus_dub_1",
+                        "name": None,
+                        "email": None,
+                        "avatar": None,
+                        "externalId": body["customerExternalId"],
+                    },
+                    "sale": {
+                        "amount": body["amount"],
+                        "currency": body.get("currency", "usd"),
+                        "paymentProcessor": body.get("paymentProcessor", "custom"),
+                        "invoiceId": body.get("invoiceId"),
+                        "metadata": None,
+                    },
                 },
             )
         if destination == "umami":
             return Answer(200, {"cache": "x", "sessionId": "s", "visitId": "v"})
         if destination == "voucherify":
-            return Answer(200, {"object": "event", "type": body["event"], "customer": body["customer"],
-                                "referral": body.get("referral"), "loyalty": None, "metadata": body.get("metadata")})
+            return Answer(
+                200,
+                {
+                    "object": "event",
+                    "type": body["event"],
+                    "customer": body["customer"],
+                    "referral": body.get("referral"),
+                    "loyalty": None,
+                    "metadata": body.get("metadata"),
+                },
+            )
         return Answer(200, {"ok": True})
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -269,17 +296,33 @@ class Sinks:
                     body, problem = raw.decode(errors="replace"), "body is not JSON"
                 with sinks._lock:
                     sinks.received.append(
-                        Received(destination, self.path, headers, body, time.time(), problem is None, problem)
+                        Received(
+                            destination,
+                            self.path,
+                            headers,
+                            body,
+                            time.time(),
+                            problem is None,
+                            problem,
+                        )
                     )
-                    queued = sinks.answers[destination].popleft() if sinks.answers[destination] else None
+                    queued = (
+                        sinks.answers[destination].popleft() if sinks.answers[destination] else None
+                    )
                 answer = queued or sinks._default_answer(destination, body, problem)
                 if answer.delay:
                     time.sleep(answer.delay)
                 self._send(answer)
 
             def _send(self, answer: Answer) -> None:
-                data = b"" if answer.body is None else (
-                    answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
+                data = (
+                    b""
+                    if answer.body is None
+                    else (
+                        answer.body
+                        if isinstance(answer.body, bytes)
+                        else json.dumps(answer.body).encode()
+                    )
                 )
                 self.send_response(answer.status)
                 self.send_header("Content-Type", "application/json")

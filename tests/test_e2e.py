@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
-from tests.conftest import FIXTURES, ROOT, BridgeProcess, fixture_bytes
+from bridge.cli import app
+from tests.conftest import FIXTURES, BridgeProcess, fixture_bytes
 from tests.sinks import Sinks
 
 pytestmark = pytest.mark.slow
@@ -39,10 +39,10 @@ ORDER = [
 
 
 def explain(table: Path, name: str) -> list[dict[str, Any]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "explain", str(FIXTURES / name), "--config", str(table), "--json"],
-        capture_output=True, check=True, cwd=ROOT,
+    result = CliRunner().invoke(
+        app, ["explain", str(FIXTURES / name), "--config", str(table), "--json"]
     )
+    assert result.exit_code == 0, result.output
     data: list[dict[str, Any]] = json.loads(result.stdout)
     return data
 
@@ -60,24 +60,51 @@ def test_every_fixture_end_to_end(bridge_process: BridgeProcess, sinks: Sinks, t
             expected[request["destination"]].append(request["json"])
     # the refund of the 2025 invoice is linked to it by the running bridge (explain can't know):
     # its transaction id is the invoice, its customer the invoice's.
-    refund = {"event_type": "refund", "transaction_id": "in_test_basil001", "revenue": 50.0,
-              "currency": "EUR", "user_id": "cus_test_eu"}
-    expected["shop"] = [refund if b.get("transaction_id") == "ch_test_basil001" else b for b in expected["shop"]]
+    refund = {
+        "event_type": "refund",
+        "transaction_id": "in_test_basil001",
+        "revenue": 50.0,
+        "currency": "EUR",
+        "user_id": "cus_test_eu",
+    }
+    expected["shop"] = [
+        refund if b.get("transaction_id") == "ch_test_basil001" else b for b in expected["shop"]
+    ]
     expected["voucherify"].append(
-        {"event": "payment_refunded",
-         "customer": {"source_id": "user_eu_7", "email": "lea@example.de", "name": "Lea Braun"},
-         "metadata": {"amount": 50.0, "currency": "EUR", "transaction_id": "in_test_basil001",
-                      "processor": "stripe"}}
+        {
+            "event": "payment_refunded",
+            "customer": {"source_id": "user_eu_7", "email": "lea@example.de", "name": "Lea Braun"},
+            "metadata": {
+                "amount": 50.0,
+                "currency": "EUR",
+                "transaction_id": "in_test_basil001",
+                "processor": "stripe",
+            },
+        }
     )
     # charge.refunded names ch_000..., the charge invoice.paid was paid with: linked to in_000...
-    charge_refund = {"event_type": "refund", "transaction_id": "in_000000000000000000000000",
-                     "revenue": 1.0, "currency": "USD", "user_id": "cus_00000000000000"}
-    expected["shop"] = [charge_refund if b.get("transaction_id") == "ch_000000000000000000000000" else b
-                        for b in expected["shop"]]
+    charge_refund = {
+        "event_type": "refund",
+        "transaction_id": "in_000000000000000000000000",
+        "revenue": 1.0,
+        "currency": "USD",
+        "user_id": "cus_00000000000000",
+    }
+    expected["shop"] = [
+        charge_refund if b.get("transaction_id") == "ch_000000000000000000000000" else b
+        for b in expected["shop"]
+    ]
     expected["voucherify"].append(
-        {"event": "payment_refunded", "customer": {"source_id": "cus_00000000000000"},
-         "metadata": {"amount": 1.0, "currency": "USD", "transaction_id": "in_000000000000000000000000",
-                      "processor": "stripe"}}
+        {
+            "event": "payment_refunded",
+            "customer": {"source_id": "cus_00000000000000"},
+            "metadata": {
+                "amount": 1.0,
+                "currency": "USD",
+                "transaction_id": "in_000000000000000000000000",
+                "processor": "stripe",
+            },
+        }
     )
     total = sum(len(v) for v in expected.values())
     sinks.wait_for(total, timeout=20)

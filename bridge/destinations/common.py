@@ -59,7 +59,11 @@ class TemplateDestination:
 
     def request(self, txn: Transaction, event: ProviderEvent) -> httpx.Request:
         content = json.dumps(mapping.json_ready(self.body(txn, event)), separators=(",", ":"))
-        headers = {"Content-Type": "application/json", "Accept": "application/json", **self.headers()}
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            **self.headers(),
+        }
         return httpx.Request(self.method, self.url, content=content.encode(), headers=headers)
 
     def classify(self, response: httpx.Response, now: float) -> Outcome:
@@ -85,8 +89,9 @@ def excerpt(response: httpx.Response) -> str:
         data = None
     if isinstance(data, dict):
         error = data.get("error", data)
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"][:EXCERPT]
+        message = error.get("message") if isinstance(error, dict) else None
+        if isinstance(message, str):
+            return message[:EXCERPT]
         if isinstance(error, str):
             return error[:EXCERPT]
     return response.text[:EXCERPT] if response.content else "(empty body)"

@@ -38,7 +38,9 @@ class Dub(TemplateDestination):
             return outcome
         data = json_body(response)
         if not isinstance(data, dict) or "sale" not in data:
-            return Outcome("retry", f"HTTP {response.status_code} without a sale object in the body")
+            return Outcome(
+                "retry", f"HTTP {response.status_code} without a sale object in the body"
+            )
         if data["sale"] is None:
             return Outcome(
                 "not_recorded", "not recorded by Dub: unknown customer or zero amount (sale: null)"

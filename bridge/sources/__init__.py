@@ -27,7 +27,8 @@ def rules(kind: str) -> dict[str, mapping.TransactionRule]:
     out: dict[str, mapping.TransactionRule] = {}
     for event_type, raw in data["events"].items():
         skips = tuple(
-            mapping.Skip(mapping.compile_expression(s["when"]), s["reason"]) for s in raw.get("skip") or []
+            mapping.Skip(mapping.compile_expression(s["when"]), s["reason"])
+            for s in raw.get("skip") or []
         )
         fields = {name: mapping.compile_expression(expr) for name, expr in raw["fields"].items()}
         out[event_type] = mapping.TransactionRule(raw["kind"], fields, skips)

@@ -81,7 +81,10 @@ class StripeSource:
         timestamp = int(now)
         signed = f"{timestamp}.".encode() + body
         digest = hmac.new(self._secrets[0].encode(), signed, hashlib.sha256).hexdigest()
-        return {"Stripe-Signature": f"t={timestamp},v1={digest}", "Content-Type": "application/json"}
+        return {
+            "Stripe-Signature": f"t={timestamp},v1={digest}",
+            "Content-Type": "application/json",
+        }
 
 
 def _timestamp(header: str) -> int | None:

@@ -10,6 +10,7 @@ event is durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import sqlite3
@@ -17,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from bridge.model import Attempt, Delivery, Purchase, Customer, Status
+from bridge.model import Attempt, Customer, Delivery, Purchase, Status
 from bridge.store.base import Finish, Ingest, StoreUnavailable
 from bridge.store.sql import queries
 
@@ -116,20 +117,23 @@ class SQLiteStore:
                 except Exception as exc:  # the operation's own failure goes to its caller
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
-                    failure: BaseException = exc
-                    if isinstance(exc, sqlite3.Error):
-                        failure = StoreUnavailable(f"SQLite: {exc}")
-                    results.append((op, None, failure))
+                    results.append(
+                        (
+                            op,
+                            None,
+                            StoreUnavailable(f"SQLite: {exc}")
+                            if isinstance(exc, sqlite3.Error)
+                            else exc,
+                        )
+                    )
                 else:
                     conn.execute("RELEASE op")
                     results.append((op, value, None))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
             error = StoreUnavailable(f"SQLite: {exc}")
             results = [(op, None, error) for op in batch]
         for (_fn, future, loop), value, failure in results:
@@ -167,7 +171,9 @@ class SQLiteStore:
                 return False
             resolved = None
             for ref in item.link_refs:
-                found = conn.execute(sql["find_ref"], {"source": event.source, "ref": ref}).fetchone()
+                found = conn.execute(
+                    sql["find_ref"], {"source": event.source, "ref": ref}
+                ).fetchone()
                 if found is not None:
                     resolved = found["txn_id"]
                     break

@@ -1,0 +1,236 @@
+"""The webhook endpoint: verify, store before the 200, dedupe, refuse bad input, store nothing."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from bridge import config as config_module
+from bridge.app import create_app
+from tests.conftest import OLD_SECRET, SECRET, fixture_bytes, stripe_headers, table_yaml
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "bridge.db"
+
+
+@pytest.fixture
+def client(tmp_path: Path, db: Path) -> Iterator[TestClient]:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(table_yaml("http://127.0.0.1:9", db))
+    app = create_app(config_module.load(path), run_worker=False)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def post(
+    client: TestClient, body: bytes, headers: dict[str, str] | None = None, source: str = "stripe"
+) -> httpx.Response:
+    response: httpx.Response = client.post(
+        f"/webhooks/{source}",
+        content=body,
+        headers=headers if headers is not None else stripe_headers(body),
+    )
+    return response
+
+
+def test_stored_with_one_delivery_per_destination_before_the_200(
+    client: TestClient, db: Path
+) -> None:
+    response = post(client, fixture_bytes("invoice.paid.json"))
+    assert response.status_code == 200
+    assert response.json() == {"status": "accepted", "deliveries": 4}
+    # the response is back: the event and its deliveries must be committed already
+    assert rows(db, "SELECT source, event_id, type FROM events") == [
+        ("stripe", "evt_test_invoice_paid", "invoice.paid")
+    ]
+    assert sorted(rows(db, "SELECT destination, status FROM deliveries")) == [
+        ("dub", "pending"),
+        ("shop", "pending"),
+        ("umami", "pending"),
+        ("voucherify", "pending"),
+    ]
+
+
+def test_the_stored_body_is_the_raw_body(client: TestClient, db: Path) -> None:
+    body = fixture_bytes("invoice.paid.json")
+    post(client, body)
+    assert rows(db, "SELECT payload FROM events") == [(body.decode(),)]
+
+
+def test_a_duplicate_answers_200_and_creates_nothing(client: TestClient, db: Path) -> None:
+    body = fixture_bytes("invoice.paid.json")
+    assert post(client, body).json()["status"] == "accepted"
+    second = post(client, body)
+    assert second.status_code == 200
+    assert second.json() == {"status": "duplicate"}
+    assert rows(db, "SELECT COUNT(*) FROM events") == [(1,)]
+    assert rows(db, "SELECT COUNT(*) FROM deliveries") == [(4,)]
+
+
+def test_a_rotated_secret_is_accepted(client: TestClient, db: Path) -> None:
+    body = fixture_bytes("invoice.paid.json")
+    assert post(client, body, stripe_headers(body, OLD_SECRET)).status_code == 200
+    assert rows(db, "SELECT COUNT(*) FROM events") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("wrong secret", "no signature matches"),
+        ("stale timestamp", "too old"),
+        ("future timestamp", "future"),
+        ("missing header", "missing Stripe-Signature"),
+        ("tampered body", "no signature matches"),
+        ("garbage header", "unparseable"),
+    ],
+)
+def test_bad_signatures_are_400_and_store_nothing(
+    client: TestClient, db: Path, case: str, reason: str
+) -> None:
+    body = fixture_bytes("invoice.paid.json")
+    headers = {
+        "wrong secret": stripe_headers(body, "whsec_not_ours"),
+        "stale timestamp": stripe_headers(body, SECRET, int(time.time()) - 301),
+        "future timestamp": stripe_headers(body, SECRET, int(time.time()) + 301),
+        "missing header": {"Content-Type": "application/json"},
+        "tampered body": stripe_headers(body),
+        "garbage header": {"Stripe-Signature": "v1=abc,t=notanumber"},
+    }[case]
+    sent = body.replace(b"2000", b"2001") if case == "tampered body" else body
+    response = post(client, sent, headers)
+    assert response.status_code == 400
+    assert reason in response.json()["error"]
+    assert rows(db, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_tolerance_is_configurable(tmp_path: Path, db: Path) -> None:
+    path = tmp_path / "short.yaml"
+    path.write_text(
+        table_yaml("http://127.0.0.1:9", db).replace(
+            "kind: stripe\n", "kind: stripe\n    tolerance: 5\n", 1
+        )
+    )
+    body = fixture_bytes("invoice.paid.json")
+    with TestClient(create_app(config_module.load(path), run_worker=False)) as client:
+        assert (
+            post(client, body, stripe_headers(body, SECRET, int(time.time()) - 10)).status_code
+            == 400
+        )
+        assert (
+            post(client, body, stripe_headers(body, SECRET, int(time.time()) - 2)).status_code
+            == 200
+        )
+
+
+def test_unknown_source_is_404(client: TestClient) -> None:
+    body = fixture_bytes("invoice.paid.json")
+    response = post(client, body, source="paypal")
+    assert response.status_code == 404
+    assert response.json() == {"error": "unknown source"}
+
+
+def test_methods_other_than_post_are_405(client: TestClient) -> None:
+    assert client.get("/webhooks/stripe").status_code == 405
+
+
+def test_a_body_over_the_limit_is_413_and_stores_nothing(client: TestClient, db: Path) -> None:
+    body = (
+        b'{"id": "evt_big", "type": "invoice.paid", "data": {"object": {}}, "pad": "'
+        + b"x" * (1024 * 1024)
+        + b'"}'
+    )
+    response = post(client, body)
+    assert response.status_code == 413
+    assert rows(db, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"\xff\xfe\x00",
+        b"[1, 2, 3]",
+        b'{"id": "evt_1", "type": "invoice.paid", "data": {"object": {"amount_paid": NaN}}}',
+        b'{"type": "invoice.paid", "data": {"object": {}}}',
+        b'{"id": "evt_1", "type": "invoice.paid", "data": '
+        + b'{"a": ' * 100
+        + b"1"
+        + b"}" * 100
+        + b"}",
+        b'{"id": "evt_1", "type": "invoice.paid", "data": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ],
+    ids=["empty", "not-json", "not-utf8", "array", "nan", "no-id", "deep", "very-deep"],
+)
+def test_bodies_that_are_not_events_are_400_and_store_nothing(
+    client: TestClient, db: Path, body: bytes
+) -> None:
+    response = post(client, body)
+    assert response.status_code == 400
+    assert "error" in response.json()
+    assert rows(db, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_an_event_no_route_wants_is_ignored(client: TestClient, db: Path) -> None:
+    response = post(client, fixture_bytes("customer.subscription.created.json"))
+    assert response.json() == {"status": "ignored"}
+    assert rows(db, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("checkout.session.completed.setup_mode.json", "setup-mode"),
+        ("checkout.session.completed.unpaid.json", "not paid"),
+        ("charge.refund.updated.json", None),
+    ],
+)
+def test_events_with_no_money_are_skipped_with_the_reason(
+    client: TestClient, db: Path, name: str, reason: str | None
+) -> None:
+    response = post(client, fixture_bytes(name))
+    assert response.status_code == 200
+    if reason is None:  # charge.refund.updated is not routed in this table
+        assert response.json() == {"status": "ignored"}
+    else:
+        assert response.json()["status"] == "skipped"
+        assert reason in json.dumps(response.json()["reasons"])
+    assert rows(db, "SELECT COUNT(*) FROM deliveries") == [(0,)]
+
+
+def test_zero_amount_invoice_is_skipped(client: TestClient, db: Path) -> None:
+    event = json.loads(fixture_bytes("invoice.paid.json"))
+    event["id"] = "evt_zero"
+    event["data"]["object"]["amount_paid"] = 0
+    response = post(client, json.dumps(event).encode())
+    assert response.json()["status"] == "skipped"
+    assert "amount is 0" in response.json()["reasons"][0]
+    assert rows(db, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_a_mapping_error_is_acknowledged_and_stored(client: TestClient, db: Path) -> None:
+    event = json.loads(fixture_bytes("invoice.paid.json"))
+    event["id"] = "evt_no_currency"
+    del event["data"]["object"]["currency"]
+    response = post(client, json.dumps(event).encode())
+    assert response.status_code == 200
+    assert rows(db, "SELECT COUNT(*) FROM deliveries") == [(4,)]
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}

@@ -1,0 +1,306 @@
+"""The bridge command: check, explain, replay, deliveries, redrive."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from bridge.cli import app
+from tests.conftest import FIXTURES, ROOT, SECRET, BridgeProcess, table_yaml
+from tests.sinks import Sinks
+
+runner = CliRunner()
+EXAMPLE = str(ROOT / "examples" / "bridge.yaml")
+EXAMPLE_ENV = (
+    "STRIPE_WEBHOOK_SECRET",
+    "DUB_API_KEY",
+    "SHOP_API_KEY",
+    "VOUCHERIFY_APP_ID",
+    "VOUCHERIFY_APP_TOKEN",
+    "UMAMI_URL",
+    "UMAMI_WEBSITE_ID",
+    "UMAMI_HOSTNAME",
+    "BRIDGE_DATABASE_URL",
+)
+
+
+@pytest.fixture(autouse=True)
+def empty_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (*EXAMPLE_ENV, "BRIDGE_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def explain_json(name: str, config: str = EXAMPLE) -> list[dict[str, Any]]:
+    result = runner.invoke(app, ["explain", str(FIXTURES / name), "--config", config, "--json"])
+    assert result.exit_code == 0, result.output
+    data: list[dict[str, Any]] = json.loads(result.stdout)
+    return data
+
+
+def test_check_the_example_with_nothing_in_the_environment() -> None:
+    result = runner.invoke(app, ["check", "--config", EXAMPLE])
+    assert result.exit_code == 0, result.output
+    assert (
+        "routes[0] stripe/invoice.paid -> dub (dub, dry-run), umami (umami, dry-run)"
+        in result.stdout
+    )
+
+
+def test_check_reads_bridge_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_CONFIG", EXAMPLE)
+    assert runner.invoke(app, ["check"]).exit_code == 0
+
+
+def test_check_prints_each_problem_with_file_line_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "sources:\n"
+        "  stripe: {kind: stripe, signing_secrets: [whsec_x]}\n"
+        "destinations:\n"
+        "  dub: {kind: dub, api_key: k}\n"
+        "routes:\n"
+        "  - from: stripe/invoice.paid\n"
+        "    to: [dub, nowhere]\n"
+        "  - from: stripe/invoice.paid\n"
+        "    to: dub\n"
+        "    when: 'data.object.[['\n"
+    )
+    result = runner.invoke(app, ["check", "--config", str(path)])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"{path}:7: routes[0].to[1]: no destination named 'nowhere'"
+    assert lines[1].startswith(f"{path}:10: routes[1].when: invalid JMESPath")
+    assert len(lines) == 2
+
+
+def test_explain_invoice_paid_exact_requests() -> None:
+    requests = explain_json("invoice.paid.json")
+    assert [r["destination"] for r in requests] == ["dub", "umami", "shop", "voucherify"]
+    assert set(requests[0]) == {"route", "destination", "method", "url", "headers", "json"}
+    dub, umami, shop, voucherify = requests
+    assert dub["route"] == "routes[0] stripe/invoice.paid"
+    assert (dub["method"], dub["url"]) == ("POST", "https://api.dub.co/track/sale")
+    assert dub["json"] == {
+        "customerExternalId": "cus_00000000000000",
+        "amount": 2000,
+        "currency": "usd",
+        "eventName": "Invoice paid",
+        "paymentProcessor": "stripe",
+        "invoiceId": "in_000000000000000000000000",
+    }
+    assert umami["url"] == "https://cloud.umami.is/api/send"
+    assert umami["json"] == {
+        "type": "event",
+        "payload": {
+            "website": "00000000-0000-4000-8000-000000000000",
+            "hostname": "example.com",
+            "url": "/",
+            "name": "revenue",
+            "data": {"revenue": 20.0, "currency": "USD"},
+            "id": "cus_00000000000000",
+            "timestamp": 1648320013,
+        },
+    }
+    assert shop["url"] == "https://api.tolinku.com/v1/api/analytics/ecommerce/track"
+    assert shop["json"] == {
+        "event_type": "purchase",
+        "transaction_id": "in_000000000000000000000000",
+        "revenue": 20.0,
+        "currency": "USD",
+        "user_id": "cus_00000000000000",
+        "discount": 0.0,
+        "tax": 0.0,
+        "items": [
+            {
+                "item_id": "price_000000000000000000000000",
+                "item_name": "(created by Stripe CLI)",
+                "price": 20.0,
+                "quantity": 1,
+            }
+        ],
+    }
+    assert voucherify["url"] == "https://api.voucherify.io/v1/events"
+    assert voucherify["json"] == {
+        "event": "payment_succeeded",
+        "customer": {"source_id": "cus_00000000000000"},
+        "metadata": {
+            "amount": 20.0,
+            "currency": "USD",
+            "transaction_id": "in_000000000000000000000000",
+            "processor": "stripe",
+        },
+    }
+
+
+def test_explain_2025_layout_zero_and_three_decimal_currencies() -> None:
+    basil = {r["destination"]: r["json"] for r in explain_json("invoice.paid.2025.json")}
+    assert basil["dub"] == {
+        "customerExternalId": "user_eu_7",
+        "amount": 10890,
+        "currency": "eur",
+        "eventName": "Invoice paid",
+        "paymentProcessor": "stripe",
+        "invoiceId": "in_test_basil001",
+        "customerEmail": "lea@example.de",
+        "customerName": "Lea Braun",
+    }
+    assert (basil["shop"]["tax"], basil["shop"]["discount"], basil["shop"]["revenue"]) == (
+        19.8,
+        9.9,
+        108.9,
+    )
+    assert basil["shop"]["items"] == [
+        {
+            "item_id": "price_team_eur",
+            "item_name": "1 \u00d7 Team plan (at \u20ac99.00 / month)",
+            "price": 99.0,
+            "quantity": 1,
+        }
+    ]
+    assert basil["voucherify"]["referral"] == {"code": "FRIEND-7"}
+    jpy = {r["destination"]: r["json"] for r in explain_json("invoice.paid.jpy.json")}
+    assert (jpy["dub"]["amount"], jpy["dub"]["currency"]) == (1580, "jpy")
+    assert jpy["umami"]["payload"]["data"] == {"revenue": 1580, "currency": "JPY"}
+    assert jpy["shop"]["revenue"] == 1580
+    kwd = {r["destination"]: r["json"] for r in explain_json("invoice.paid.kwd.json")}
+    assert (kwd["dub"]["amount"], kwd["dub"]["currency"]) == (12340, "kwd")
+    assert kwd["umami"]["payload"]["data"] == {"revenue": 12.34, "currency": "KWD"}
+    assert kwd["voucherify"]["metadata"]["amount"] == 12.34
+
+
+def test_explain_checkout_purchase() -> None:
+    dub = explain_json("checkout.session.completed.json")[0]
+    assert dub["json"] == {
+        "customerExternalId": "cus_00000000000000",
+        "amount": 3000,
+        "currency": "usd",
+        "eventName": "Purchase",
+        "paymentProcessor": "stripe",
+        "invoiceId": "cs_test_0000000000000000000000000000000000000000000000000000000000",
+        "customerEmail": "stripe@example.com",
+    }
+
+
+def test_explain_refunds_without_the_purchase_use_the_charge() -> None:
+    [shop] = explain_json("charge.refunded.json")
+    assert shop["json"] == {
+        "event_type": "refund",
+        "transaction_id": "ch_000000000000000000000000",
+        "revenue": 1.0,
+        "currency": "USD",
+    }
+    [shop] = explain_json("refund.created.json")
+    assert shop["json"] == {
+        "event_type": "refund",
+        "transaction_id": "ch_test_basil001",
+        "revenue": 50.0,
+        "currency": "EUR",
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "checkout.session.completed.setup_mode.json",
+        "checkout.session.completed.unpaid.json",
+        "customer.subscription.created.json",
+        "invoice.payment_failed.json",
+        "payment_intent.succeeded.json",
+    ],
+)
+def test_explain_prints_an_empty_array_when_nothing_would_be_sent(name: str) -> None:
+    assert explain_json(name) == []
+
+
+def test_explain_masks_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(table_yaml("http://127.0.0.1:9", tmp_path / "b.db"))
+    text = json.dumps(explain_json("invoice.paid.json", str(path)))
+    for secret in ("dub_test_key", "tolk_sec_test", "vf-app-id", "vf-app-token", SECRET):
+        assert secret not in text
+    headers = {r["destination"]: r["headers"] for r in explain_json("invoice.paid.json", str(path))}
+    assert headers["dub"]["authorization"] == "Bearer ***"
+    assert headers["shop"]["x-api-key"] == "***"
+    assert headers["voucherify"]["x-app-token"] == "***"
+
+
+def test_explain_a_file_that_is_not_an_event(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    result = runner.invoke(app, ["explain", str(bad), "--config", EXAMPLE])
+    assert result.exit_code == 2
+    assert "not a Stripe event" in result.stderr
+
+
+@pytest.mark.slow
+def test_replay_signs_and_posts_every_file_then_deliveries_and_redrive(tmp_path: Path) -> None:
+    with Sinks() as sinks:
+        path = tmp_path / "bridge.yaml"
+        path.write_text(table_yaml(sinks.url, tmp_path / "bridge.db"))
+        sinks.dub_unknown_customers.add("cus_00000000000000")
+        bridge = BridgeProcess(path).start()
+        try:
+            files = [
+                str(FIXTURES / n)
+                for n in (
+                    "invoice.paid.json",
+                    "invoice.paid.jpy.json",
+                    "customer.subscription.created.json",
+                )
+            ]
+            env = {k: v for k, v in os.environ.items() if k not in EXAMPLE_ENV}
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bridge.cli",
+                    "replay",
+                    *files,
+                    "--config",
+                    str(path),
+                    "--source",
+                    "stripe",
+                    "--url",
+                    f"{bridge.url}/webhooks/stripe",
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=ROOT,
+                timeout=60,
+            )
+            assert result.returncode == 0, result.stderr
+            assert f"replayed 3 file(s) to {bridge.url}/webhooks/stripe: 200: 3" in result.stdout
+            sinks.wait_for(8)
+            # the unknown Dub customer is not_recorded; it shows in the list and can be redriven
+            listed = runner.invoke(
+                app,
+                ["deliveries", "list", "--config", str(path), "--status", "not_recorded", "--json"],
+            )
+            assert listed.exit_code == 0, listed.output
+            rows = json.loads(listed.stdout)
+            assert [(r["destination"], r["event_id"]) for r in rows] == [
+                ("dub", "evt_test_invoice_paid")
+            ]
+            shown = runner.invoke(
+                app, ["deliveries", "show", str(rows[0]["id"]), "--config", str(path)]
+            )
+            detail = json.loads(shown.stdout)
+            assert detail["attempts_log"][0]["status_code"] == 200
+            assert "dub_test_key" not in shown.stdout
+            sinks.dub_unknown_customers.clear()
+            redriven = runner.invoke(app, ["redrive", str(rows[0]["id"]), "--config", str(path)])
+            assert "redriven: 1" in redriven.stdout
+            sinks.wait_for(9)
+            assert [b["customerExternalId"] for b in sinks.bodies("dub")].count(
+                "cus_00000000000000"
+            ) == 2
+        finally:
+            assert bridge.stop() == 0

@@ -1,0 +1,326 @@
+"""The worker with a real SQLite store, an injected clock, and httpx.MockTransport destinations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bridge import config as config_module
+from bridge.model import Status
+from bridge.pipeline import Pipeline
+from bridge.store import Ingest, SQLiteStore
+from bridge.worker import Worker
+from tests.conftest import fixture_bytes, table_yaml
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ok(request: httpx.Request) -> httpx.Response:
+    path = request.url.path
+    if path.endswith("/track/sale"):
+        body = json.loads(request.content)
+        return httpx.Response(
+            200,
+            json={"eventName": "x", "customer": {"id": "c"}, "sale": {"amount": body["amount"]}},
+        )
+    if path.endswith("/api/send"):
+        return httpx.Response(200, json={"cache": "c", "sessionId": "s", "visitId": "v"})
+    return httpx.Response(200, json={"ok": True})
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, handler: Handler, *, table: str | None = None) -> None:
+        path = tmp_path / "bridge.yaml"
+        path.write_text(table or table_yaml("http://sinks.test", tmp_path / "bridge.db"))
+        self.config = config_module.load(path)
+        self.pipeline = Pipeline(self.config)
+        self.store = SQLiteStore(self.config.database_url)
+        self.clock = Clock()
+        self.sent: list[httpx.Request] = []
+
+        def record(request: httpx.Request) -> httpx.Response:
+            self.sent.append(request)
+            return handler(request)
+
+        self.worker = Worker(
+            self.pipeline, self.store, clock=self.clock, transport=httpx.MockTransport(record)
+        )
+
+    async def ingest(
+        self, name: str, mutate: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        payload = json.loads(fixture_bytes(name))
+        if mutate:
+            mutate(payload)
+        body = json.dumps(payload)
+        source = self.pipeline.sources["stripe"]
+        event = source.event(payload, {})
+        plan = self.pipeline.plan(event)
+        item = Ingest(event, body, plan.deliveries, plan.remember, plan.purchase, plan.link_refs)
+        assert await self.store.ingest(item, self.clock())
+
+    async def statuses(self) -> dict[str, str]:
+        return {d.destination: str(d.status) for d in await self.store.deliveries()}
+
+    def to(self, suffix: str) -> list[dict[str, Any]]:
+        return [json.loads(r.content) for r in self.sent if r.url.path.endswith(suffix)]
+
+
+def run(
+    tmp_path: Path, handler: Handler, scenario: Callable[[Harness], Any], table: str | None = None
+) -> None:
+    async def main() -> None:
+        harness = Harness(tmp_path, handler, table=table)
+        await harness.store.open()
+        try:
+            await scenario(harness)
+        finally:
+            await harness.worker.stop(grace=1)
+            await harness.store.close()
+
+    asyncio.run(main())
+
+
+def test_delivered_once_and_never_sent_again(tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json")
+        await h.worker.drain()
+        assert await h.statuses() == {
+            "dub": "delivered",
+            "umami": "delivered",
+            "shop": "delivered",
+            "voucherify": "delivered",
+        }
+        assert len(h.sent) == 4
+        h.clock.now += 7 * 86400
+        await h.worker.drain()
+        assert len(h.sent) == 4
+
+    run(tmp_path, ok, scenario)
+
+
+def test_requests_carry_auth_and_a_browser_user_agent(tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json")
+        await h.worker.drain()
+        by_path = {r.url.path: r for r in h.sent}
+        assert by_path["/dub/track/sale"].headers["authorization"] == "Bearer dub_test_key"
+        assert (
+            by_path["/shop/v1/api/analytics/ecommerce/track"].headers["x-api-key"]
+            == "tolk_sec_test"
+        )
+        voucherify = by_path["/voucherify/v1/events"]
+        assert (voucherify.headers["x-app-id"], voucherify.headers["x-app-token"]) == (
+            "vf-app-id",
+            "vf-app-token",
+        )
+        assert (
+            by_path["/umami/api/send"].headers["user-agent"].startswith("Mozilla/5.0 (Windows NT")
+        )
+        assert all(
+            r.method == "POST" and r.headers["content-type"] == "application/json" for r in h.sent
+        )
+
+    run(tmp_path, ok, scenario)
+
+
+def test_dub_sale_null_is_not_recorded_not_delivered(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/track/sale"):
+            return httpx.Response(
+                200, json={"eventName": "Invoice paid", "customer": None, "sale": None}
+            )
+        return ok(request)
+
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json")
+        await h.worker.drain()
+        dub = next(d for d in await h.store.deliveries() if d.destination == "dub")
+        assert dub.status is Status.NOT_RECORDED
+        assert dub.last_error is not None and "not recorded by Dub" in dub.last_error
+        # a user can redrive it once the lead exists
+        assert await h.store.redrive([dub.id], h.clock()) == [dub.id]
+        assert (await h.statuses())["dub"] == "pending"
+
+    run(tmp_path, handler, scenario)
+
+
+def test_umami_beep_is_a_failure(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/api/send"):
+            return httpx.Response(200, json={"beep": "boop"})
+        return ok(request)
+
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json")
+        await h.worker.drain()
+        assert (await h.statuses())["umami"] == "dead"
+
+    run(tmp_path, handler, scenario)
+
+
+def test_4xx_is_dead_at_once_with_the_destination_error_text(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/v1/events"):
+            return httpx.Response(
+                400, json={"code": 400, "key": "invalid_event", "message": "Event not in schema"}
+            )
+        return ok(request)
+
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json")
+        await h.worker.drain()
+        found = next(d for d in await h.store.deliveries() if d.destination == "voucherify")
+        assert found.status is Status.DEAD
+        assert found.attempts == 1
+        assert found.last_error == "HTTP 400: Event not in schema"
+        got = await h.store.get(found.id)
+        assert got is not None
+        assert got[1][0].status_code == 400 and "invalid_event" in (
+            got[1][0].response_excerpt or ""
+        )
+
+    run(tmp_path, handler, scenario)
+
+
+def test_5xx_is_retried_then_delivered_once(tmp_path: Path) -> None:
+    answers = [503, 502, 200]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/ecommerce/track"):
+            return httpx.Response(answers.pop(0), json={"ok": True})
+        return ok(request)
+
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json")
+        for _ in range(10):
+            await h.worker.drain()
+            h.clock.now += 1  # retry: initial 0.05, max 0.2 in the test table
+        shop = next(d for d in await h.store.deliveries() if d.destination == "shop")
+        assert shop.status is Status.DELIVERED
+        assert len(h.to("/ecommerce/track")) == 3
+        got = await h.store.get(shop.id)
+        assert got is not None
+        assert [a.status_code for a in got[1]] == [503, 502, 200]
+
+    run(tmp_path, handler, scenario)
+
+
+def test_a_mapping_error_is_dead_naming_route_field_and_expression(tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json", lambda e: e["data"]["object"].pop("currency"))
+        await h.worker.drain()
+        assert h.sent == []
+        for delivery in await h.store.deliveries():
+            assert delivery.status is Status.DEAD
+            assert delivery.last_error == (
+                "routes[0] stripe/invoice.paid: field currency (event.data.object.currency): "
+                "missing from the event"
+            )
+
+    run(tmp_path, ok, scenario)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [("currency", "xyz", "unknown currency"), ("amount_paid", "12.5", "not a whole number")],
+)
+def test_an_invalid_transaction_is_dead_and_nothing_is_sent(
+    tmp_path: Path, field: str, value: str, problem: str
+) -> None:
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json", lambda e: e["data"]["object"].__setitem__(field, value))
+        await h.worker.drain()
+        assert h.sent == []
+        errors = {d.last_error for d in await h.store.deliveries()}
+        assert len(errors) == 1 and problem in str(errors.pop())
+
+    run(tmp_path, ok, scenario)
+
+
+def test_dry_run_renders_records_and_sends_nothing(tmp_path: Path) -> None:
+    table = table_yaml("http://sinks.test", tmp_path / "bridge.db", dry_run=True)
+
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json")
+        await h.worker.drain()
+        assert h.sent == []
+        assert set((await h.statuses()).values()) == {"dry_run"}
+
+    run(tmp_path, ok, scenario, table=table)
+
+
+def test_a_refund_of_an_unseen_customer_is_skipped_for_voucherify(tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        await h.ingest("refund.created.json")
+        await h.worker.drain()
+        statuses = await h.statuses()
+        assert statuses == {"shop": "delivered", "voucherify": "skipped"}
+        voucherify = next(d for d in await h.store.deliveries() if d.destination == "voucherify")
+        assert "customer.source_id" in (voucherify.last_error or "")
+
+    run(tmp_path, ok, scenario)
+
+
+def test_a_refund_is_linked_to_its_purchase_and_sent_after_it(tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.2025.json")
+        await h.ingest("refund.created.json")
+        await h.worker.drain()
+        bodies = h.to("/ecommerce/track")
+        assert [b["event_type"] for b in bodies] == ["purchase", "refund"]
+        assert bodies[1]["transaction_id"] == "in_test_basil001"
+        assert bodies[1]["user_id"] == "cus_test_eu"
+        refund = next(b for b in h.to("/v1/events") if b["event"] == "payment_refunded")
+        assert refund["customer"] == {
+            "source_id": "user_eu_7",
+            "email": "lea@example.de",
+            "name": "Lea Braun",
+        }
+
+    run(tmp_path, ok, scenario)
+
+
+def test_a_refund_waits_while_its_purchase_is_retrying(tmp_path: Path) -> None:
+    failing = {"on": True}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/ecommerce/track") and failing["on"]:
+            return httpx.Response(503, json={"error": "down"})
+        return ok(request)
+
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.2025.json")
+        await h.ingest("refund.created.json")
+        await h.worker.drain()
+        shop = [
+            json.loads(r.content)["event_type"]
+            for r in h.sent
+            if r.url.path.endswith("/ecommerce/track")
+        ]
+        assert shop == ["purchase"]  # the refund was not sent while its purchase is pending
+        failing["on"] = False
+        h.clock.now += 5
+        await h.worker.drain()
+        shop = [
+            json.loads(r.content)["event_type"]
+            for r in h.sent
+            if r.url.path.endswith("/ecommerce/track")
+        ]
+        assert shop == ["purchase", "purchase", "refund"]
+
+    run(tmp_path, handler, scenario)
