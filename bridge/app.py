@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bridge import admin
 from bridge.config import Config
 from bridge.pipeline import Pipeline
 from bridge.sources.base import BadEvent, SignatureError
@@ -200,6 +201,7 @@ def create_app(
             Route("/webhooks/{source}", not_allowed, methods=["GET", "PUT", "PATCH", "DELETE"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *admin.routes(config, the_store, worker.wake),
         ],
         lifespan=lifespan,
     )

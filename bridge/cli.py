@@ -19,9 +19,8 @@ from rich.table import Table
 
 from bridge import config as config_module
 from bridge import logging as bridge_logging
-from bridge import mapping
+from bridge import mapping, views
 from bridge.destinations.base import Skipped
-from bridge.model import Delivery
 from bridge.pipeline import Pipeline, link_refund, mask
 from bridge.sources.base import BadEvent
 from bridge.store import StoreUnavailable, connect
@@ -77,7 +76,7 @@ def serve(
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler
     # that was there before it: make that one a clean exit, as a container's PID 1 should.
     signal.signal(signal.SIGTERM, _exit_zero)
-    uvicorn.run(
+    server_config = uvicorn.Config(
         application,
         host=host,
         port=port,
@@ -85,10 +84,32 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=int(loaded.delivery.shutdown_grace) + 5,
     )
+    _Server(server_config, application.state.bridge).run()
 
 
 def _exit_zero(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """On the first SIGTERM/SIGINT, webhooks still arriving are answered 503 at once."""
+
+        def __init__(self, config: uvicorn.Config, state: dict[str, Any]) -> None:
+            super().__init__(config)
+            self.bridge_state = state
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.bridge_state["stopping"] = True
+            super().handle_exit(sig, frame)
+
+    return Server
+
+
+def _Server(config: Any, state: dict[str, Any]) -> Any:
+    return _server_class()(config, state)
 
 
 @app.command()
@@ -243,26 +264,6 @@ def replay(
 # --- deliveries and redrive ---------------------------------------------------------------
 
 
-def _iso(ts: float | None) -> str:
-    return "" if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
-
-
-def delivery_json(delivery: Delivery) -> dict[str, Any]:
-    return {
-        "id": delivery.id,
-        "source": delivery.source,
-        "event_id": delivery.event_id,
-        "event_type": delivery.event_type,
-        "destination": delivery.destination,
-        "status": str(delivery.status),
-        "attempts": delivery.attempts,
-        "next_at": _iso(delivery.next_at),
-        "created_at": _iso(delivery.created_at),
-        "updated_at": _iso(delivery.updated_at),
-        "last_error": delivery.last_error,
-    }
-
-
 def _run(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
@@ -295,7 +296,7 @@ def deliveries_list(
             loaded, lambda s: s.deliveries(status=status, destination=destination, limit=limit)
         )
     )
-    data = [delivery_json(row) for row in rows]
+    data = [views.delivery(row, loaded.secrets()) for row in rows]
     if as_json:
         print(json.dumps(data, indent=2))
         return
@@ -307,7 +308,7 @@ def deliveries_list(
             row["destination"],
             row["status"],
             str(row["attempts"]),
-            row["updated_at"],
+            row["updated_at"] or "",
             (row["last_error"] or "")[:80],
         )
     out.print(table)
@@ -325,20 +326,8 @@ def deliveries_show(
         err.print(f"no delivery {delivery_id}", markup=False)
         raise typer.Exit(1)
     delivery, attempts = found
-    secrets = loaded.secrets()
-    data = delivery_json(delivery)
-    data["attempts_log"] = [
-        {
-            "started_at": _iso(a.started_at),
-            "outcome": a.outcome,
-            "status_code": a.status_code,
-            "latency_ms": a.latency_ms,
-            "error": a.error,
-            "response_excerpt": a.response_excerpt,
-        }
-        for a in attempts
-    ]
-    print(mask(json.dumps(data, indent=2), secrets))
+    data = views.delivery_detail(delivery, attempts, loaded.secrets())
+    print(json.dumps(data, indent=2))
 
 
 @app.command()

@@ -143,12 +143,22 @@ class DestinationConfig(_Model):
         return data
 
 
+DUB_PLAN_LIMITS = {"free": 60, "pro": 600, "business": 1200, "advanced": 3000, "enterprise": 3000}
+
+
 class DubDestination(DestinationConfig):
     kind: Literal["dub"]
     api_key: OptionalSecret = None
+    # /track/sale needs Business or higher; the plan sets the default requests per minute
+    plan: Literal["free", "pro", "business", "advanced", "enterprise"] = "business"
     DEFAULT_BASE_URL: ClassVar[str] = "https://api.dub.co"
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("api_key",)
-    DEFAULT_RATE_LIMIT: ClassVar[int | None] = 60  # Dub's free plan; set yours
+
+    @model_validator(mode="after")
+    def _plan_limit(self) -> DubDestination:
+        if self.rate_limit is None:
+            object.__setattr__(self, "rate_limit", DUB_PLAN_LIMITS[self.plan])
+        return self
 
 
 class UmamiDestination(DestinationConfig):
@@ -228,7 +238,17 @@ class ServerConfig(_Model):
 
 
 class AdminConfig(_Model):
+    # the admin API is off unless a token is set here or in BRIDGE_ADMIN_TOKEN
     token: OptionalSecret = None
+
+
+class RetentionConfig(_Model):
+    # events whose deliveries all finished well are pruned after this; the event row is the
+    # dedupe key, and processors retry for days (Stripe: 3), so at least 7 days
+    events: Duration = Field(default=30 * 86400.0, ge=7 * 86400.0)
+    # what a refund needs to find its purchase
+    purchases: Duration = Field(default=400 * 86400.0, ge=7 * 86400.0)
+    interval: Duration = Field(default=3600.0, gt=0)
 
 
 class TableModel(_Model):
@@ -239,6 +259,7 @@ class TableModel(_Model):
     delivery: DeliveryConfig = DeliveryConfig()
     server: ServerConfig = ServerConfig()
     admin: AdminConfig = AdminConfig()
+    retention: RetentionConfig = RetentionConfig()
 
 
 # --- the validated table -------------------------------------------------------------------
@@ -272,6 +293,7 @@ class Config:
     delivery: DeliveryConfig
     server: ServerConfig
     admin: AdminConfig
+    retention: RetentionConfig
     database_url: str = DEFAULT_DATABASE
     _secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -441,8 +463,11 @@ def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
         secrets.extend(s.get_secret_value() for s in source_config.signing_secrets)
     for destination in destinations.values():
         secrets.extend(destination.secrets())
-    if top.admin.token is not None:
-        secrets.append(top.admin.token.get_secret_value())
+    admin = top.admin
+    if admin.token is None and os.environ.get("BRIDGE_ADMIN_TOKEN"):
+        admin = AdminConfig(token=SecretStr(os.environ["BRIDGE_ADMIN_TOKEN"]))
+    if admin.token is not None:
+        secrets.append(admin.token.get_secret_value())
 
     return Config(
         file=display,
@@ -452,7 +477,8 @@ def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
         storage=top.storage,
         delivery=top.delivery,
         server=top.server,
-        admin=top.admin,
+        admin=admin,
+        retention=top.retention,
         database_url=resolve_database_url(top.storage.url, file),
         _secrets=tuple(sorted({s for s in secrets if s}, key=len, reverse=True)),
     )

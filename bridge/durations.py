@@ -17,7 +17,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like 500ms, 5m, 3d")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError("a duration must be a finite number of seconds >= 0") from None
     elif isinstance(value, str) and (match := _PATTERN.match(value)):
         try:
             number = Decimal(match.group(1))

@@ -288,9 +288,16 @@ def minor_amount(value: object) -> int:
     raise MoneyError(f"amount must be a number, got {type(value).__name__}")
 
 
+def _shift(number: Decimal, places: int) -> Decimal:
+    """``number * 10**places``, exact whatever its size (moves the exponent, never rounds)."""
+    sign, digits, exp = number.as_tuple()
+    assert isinstance(exp, int)  # finite numbers only
+    return Decimal((sign, digits, exp + places))
+
+
 def to_major(minor: int, currency: str, convention: Convention = "iso") -> Decimal:
     """Minor units to an exact Decimal in major units: 1999 USD -> 19.99."""
-    return Decimal(minor).scaleb(-exponent(currency, convention))
+    return _shift(Decimal(minor), -exponent(currency, convention))
 
 
 def to_minor(major: object, currency: str, convention: Convention = "iso") -> int:
@@ -304,7 +311,11 @@ def to_minor(major: object, currency: str, convention: Convention = "iso") -> in
         raise MoneyError(f"amount {str(major)[:32]!r} is not a number") from None
     if not number.is_finite():
         raise MoneyError("amount is not a finite number")
-    scaled = number.scaleb(exponent(currency, convention))
-    if scaled != scaled.to_integral_value():
+    sign, digits, exp = _shift(number, exponent(currency, convention)).as_tuple()
+    assert isinstance(exp, int)
+    if exp < 0 and any(digits[exp:]):
         raise MoneyError(f"amount {str(major)[:32]!r} has more decimals than {currency} allows")
-    return int(scaled)
+    whole = int("".join(map(str, digits[: len(digits) + exp] if exp < 0 else digits)) or "0")
+    if exp > 0:
+        whole *= 10**exp
+    return -whole if sign else whole

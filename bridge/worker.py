@@ -73,9 +73,13 @@ class Worker:
     # --- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Claim and send until ``stop``; wake on new work, else poll."""
+        """Claim and send until ``stop``; wake on new work, else poll; prune now and then."""
+        next_prune = self.clock()
         while not self._stopping:
             self.wake.clear()
+            if self.clock() >= next_prune:
+                next_prune = self.clock() + self.pipeline.config.retention.interval
+                await self.prune()
             try:
                 started = await self.tick()
             except StoreUnavailable as exc:
@@ -112,6 +116,19 @@ class Worker:
                 task.add_done_callback(self._done)
                 started += 1
         return started
+
+    async def prune(self) -> int:
+        """Forget events delivered long ago (dead ones stay) and purchases no refund will name."""
+        retention = self.pipeline.config.retention
+        now = self.clock()
+        try:
+            pruned = await self.store.prune(now - retention.events, now - retention.purchases)
+        except StoreUnavailable as exc:
+            log.warning("pruning failed; will try again", error=str(exc))
+            return 0
+        if pruned:
+            log.info("pruned old events", count=pruned)
+        return pruned
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

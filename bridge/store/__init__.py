@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from bridge.store.base import Finish, Ingest, Store, StoreUnavailable
+from bridge.store.base import Finish, Ingest, Store, StoredEvent, StoreUnavailable
 from bridge.store.sqlite import SQLiteStore
 
-__all__ = ["Finish", "Ingest", "SQLiteStore", "Store", "StoreUnavailable", "connect"]
+__all__ = [
+    "Finish",
+    "Ingest",
+    "SQLiteStore",
+    "Store",
+    "StoreUnavailable",
+    "StoredEvent",
+    "connect",
+]
 
 
 def connect(url: str) -> Store:

@@ -8,7 +8,8 @@ Every backend keeps the same promises:
   that runs out makes the delivery due again. A delivery is not claimed while
   an earlier one with the same destination and order key is unfinished.
 - ``finish`` records an attempt and the delivery's new state, only while the
-  caller still holds the lease.
+  caller still holds the claim (a lease that ran out without another worker
+  taking the delivery over still counts: nobody else has sent it).
 """
 
 from __future__ import annotations
@@ -29,6 +30,16 @@ class Ingest:
     purchase: Purchase | None = None
     # refund without a known purchase id: refs to resolve into the order key
     link_refs: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    pk: int
+    source: str
+    event_id: str
+    type: str
+    received_at: float
+    deliveries: dict[str, int]  # status -> count
 
 
 @dataclass(frozen=True)
@@ -85,5 +96,8 @@ class Store(Protocol):
         """Make finished deliveries due now; the ids that were redriven."""
 
     async def counts(self) -> dict[str, int]: ...
+
+    async def events(self, limit: int = 100) -> list[StoredEvent]:
+        """The newest events, with how many deliveries each has in each status."""
 
     async def prune(self, events_before: float, refs_before: float) -> int: ...

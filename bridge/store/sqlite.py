@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from bridge.model import Attempt, Customer, Delivery, Purchase, Status
-from bridge.store.base import Finish, Ingest, StoreUnavailable
+from bridge.store.base import Finish, Ingest, StoredEvent, StoreUnavailable
 from bridge.store.sql import queries
 
 T = TypeVar("T")
@@ -50,6 +50,8 @@ class SQLiteStore:
     async def open(self) -> None:
         if self._thread is not None:
             return
+        self._ready.clear()
+        self._open_error = None
         self._thread = threading.Thread(target=self._run, name="sqlite-store", daemon=True)
         self._thread.start()
         await asyncio.get_running_loop().run_in_executor(None, self._ready.wait)
@@ -66,18 +68,28 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.executescript(self._sql["pragmas"])
-        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        conn.executescript(self._sql["schema"])
-        version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
-        if version is None:
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        elif version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"the database schema is version {version}, newer than this bridge "
-                f"({SCHEMA_VERSION}); upgrade the bridge"
-            )
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.executescript(self._sql["pragmas"])
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # a newer bridge's database is refused before anything here touches it
+            has_versions = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ).fetchone()
+            version = None
+            if has_versions:
+                version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+            if version is not None and version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"the database schema is version {version}, newer than this bridge "
+                    f"({SCHEMA_VERSION}); upgrade the bridge"
+                )
+            conn.executescript(self._sql["schema"])
+            if version is None:
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _run(self) -> None:
@@ -334,6 +346,21 @@ class SQLiteStore:
         sql = self._sql["count_by_status"]
         rows = await self._call(lambda conn: conn.execute(sql).fetchall())
         return {row["status"]: row["n"] for row in rows}
+
+    async def events(self, limit: int = 100) -> list[StoredEvent]:
+        sql = self._sql["list_events"]
+        rows = await self._call(lambda conn: conn.execute(sql, {"limit": limit}).fetchall())
+        return [
+            StoredEvent(
+                row["id"],
+                row["source"],
+                row["event_id"],
+                row["type"],
+                row["received_at"],
+                json.loads(row["deliveries"] or "{}"),
+            )
+            for row in rows
+        ]
 
     async def prune(self, events_before: float, refs_before: float) -> int:
         sql = self._sql

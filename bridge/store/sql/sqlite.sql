@@ -154,7 +154,11 @@ WHERE id = :id AND status NOT IN ('pending', 'in_flight');
 SELECT status, COUNT(*) AS n FROM deliveries GROUP BY status;
 
 -- name: list_events
-SELECT id, source, event_id, type, received_at FROM events ORDER BY id DESC LIMIT :limit;
+SELECT e.id, e.source, e.event_id, e.type, e.received_at,
+       (SELECT json_group_object(status, n) FROM
+           (SELECT status, COUNT(*) AS n FROM deliveries d WHERE d.event_pk = e.id GROUP BY status)
+       ) AS deliveries
+FROM events e ORDER BY e.id DESC LIMIT :limit;
 
 -- name: prune_events
 DELETE FROM events
