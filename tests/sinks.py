@@ -128,6 +128,7 @@ class Sinks:
         self.received: list[Received] = []
         self.answers: dict[str, deque[Answer]] = defaultdict(deque)
         self.dub_unknown_customers: set[str] = set()
+        self.default_delay = 0.0  # seconds before every answer that was not queued
         self._lock = threading.Lock()
         self._validators = {
             "dub": OAS30Validator(_openapi_request_schema("dub.openapi.json", "/track/sale")),
@@ -310,8 +311,9 @@ class Sinks:
                         sinks.answers[destination].popleft() if sinks.answers[destination] else None
                     )
                 answer = queued or sinks._default_answer(destination, body, problem)
-                if answer.delay:
-                    time.sleep(answer.delay)
+                delay = answer.delay if queued else sinks.default_delay
+                if delay:
+                    time.sleep(delay)
                 self._send(answer)
 
             def _send(self, answer: Answer) -> None:
