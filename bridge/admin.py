@@ -34,7 +34,7 @@ def _since(value: str | None) -> float | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
-def routes(config: Config, store: Store, wake: Any) -> list[Route]:
+def routes(config: Config, store: Store) -> list[Route]:
     token = config.admin.token.get_secret_value().encode() if config.admin.token else None
     secrets = config.secrets()
 
@@ -101,7 +101,6 @@ def routes(config: Config, store: Store, wake: Any) -> list[Route]:
 
     async def redrive_one(request: Request) -> Response:
         done = await store.redrive([int(request.path_params["id"])], time.time())
-        wake.set()
         return JSONResponse({"redriven": done})
 
     async def redrive_many(request: Request) -> Response:
@@ -124,7 +123,6 @@ def routes(config: Config, store: Store, wake: Any) -> list[Route]:
             )
             wanted.extend(d.id for d in rows)
         done = await store.redrive(wanted, time.time()) if wanted else []
-        wake.set()
         return JSONResponse({"redriven": done, "count": len(done)})
 
     async def openapi(request: Request) -> Response:

@@ -92,8 +92,9 @@ def create_app(
     run_worker: bool = True,
 ) -> Starlette:
     pipe = Pipeline(config)
-    the_store = store if store is not None else connect(config.database_url)
+    the_store = store if store is not None else connect(config.database_url, config.storage.migrate)
     worker = Worker(pipe, the_store, clock=clock, transport=transport)
+    the_store.subscribe(worker.wake.set)
     state: dict[str, Any] = {"stopping": False}
 
     async def webhook(request: Request) -> Response:
@@ -145,7 +146,6 @@ def create_app(
         if not stored:
             bound.info("webhook duplicate: already stored")
             return _answer(200, status="duplicate")
-        worker.wake.set()
         bound.info(
             "webhook accepted",
             deliveries=[d.destination for d in plan.deliveries],
@@ -171,9 +171,13 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await the_store.open()
-        released = await the_store.release(worker.worker_id, clock())
-        if released:
-            log.info("took back this bridge's unfinished claims", count=released)
+        try:
+            released = await the_store.release(worker.worker_id, clock())
+        except StoreUnavailable as exc:
+            log.warning("could not take back unfinished claims; their leases will", error=str(exc))
+        else:
+            if released:
+                log.info("took back this bridge's unfinished claims", count=released)
         task = None
         if run_worker:
             task = asyncio.create_task(worker.run())
@@ -201,7 +205,7 @@ def create_app(
             Route("/webhooks/{source}", not_allowed, methods=["GET", "PUT", "PATCH", "DELETE"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
-            *admin.routes(config, the_store, worker.wake),
+            *admin.routes(config, the_store),
         ],
         lifespan=lifespan,
     )

@@ -273,12 +273,29 @@ def _run(coro: Any) -> Any:
 
 
 async def _with_store(loaded: config_module.Config, fn: Any) -> Any:
-    store = connect(loaded.database_url)
+    store = connect(loaded.database_url, loaded.storage.migrate)
     await store.open()
     try:
         return await fn(store)
     finally:
         await store.close()
+
+
+@app.command()
+def migrate(config: ConfigOption = None) -> None:
+    """Apply the storage schema's pending migrations (SQLite or PostgreSQL)."""
+    loaded = _load(config)
+    from bridge.store.migrations import latest
+
+    store = connect(loaded.database_url, migrate=True)
+
+    async def run() -> None:
+        await store.open()
+        await store.close()
+
+    _run(run())
+    backend = "postgres" if loaded.database_url.startswith("postgres") else "sqlite"
+    out.print(f"schema at version {latest(backend)} ({backend})", markup=False)
 
 
 @deliveries_app.command("list")

@@ -223,6 +223,8 @@ class RouteModel(_Model):
 
 class StorageConfig(_Model):
     url: str = DEFAULT_DATABASE
+    # apply pending schema migrations at start-up (else: `bridge migrate` first)
+    migrate: bool = True
 
 
 class DeliveryConfig(_Model):

@@ -192,3 +192,48 @@ def bridge_process(table: Path) -> Iterator[BridgeProcess]:
     yield process
     if process.proc is not None and process.proc.poll() is None:
         process.stop()
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+# .ci/run starts a throwaway cluster and exports BRIDGE_TEST_PGDIR; without it, the tests
+# start their own where Debian's binaries are installed. In CI a missing server is a failure;
+# locally the PostgreSQL tests skip with the reason.
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    from tests.pgcluster import Cluster, bindir, new_root
+
+    given = os.environ.get("BRIDGE_TEST_PGDIR")
+    if given:
+        yield Cluster(Path(given))
+        return
+    if bindir() is None:
+        message = "no PostgreSQL server: apt-get install postgresql (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = Cluster(new_root())
+    cluster.init()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop("immediate")
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Any) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin_url = pg_cluster.url
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    if pg_cluster.running():
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -286,6 +286,9 @@ class Sinks:
                 }
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
+                if len(raw) < length:  # the client died mid-request: nothing was received
+                    self.close_connection = True
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 if expected.get(destination) != self.path:
                     self._send(Answer(404, {"error": "not found"}))

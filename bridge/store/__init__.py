@@ -16,7 +16,19 @@ __all__ = [
 ]
 
 
-def connect(url: str) -> Store:
+def connect(url: str, migrate: bool = True) -> Store:
+    """``sqlite:///path`` or ``postgresql://...`` (needs the ``postgres`` extra)."""
     if url.startswith("sqlite:///"):
-        return SQLiteStore(url)
-    raise ValueError(f"unsupported storage.url {url.split(':', 1)[0]!r}: use sqlite:///path")
+        return SQLiteStore(url, migrate=migrate)
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from bridge.store.postgres import PostgresStore
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ValueError(
+                "storage.url is PostgreSQL but psycopg is not installed: "
+                "pip install 'payment-webhook-bridge[postgres]'"
+            ) from exc
+        return PostgresStore(url, migrate=migrate)
+    raise ValueError(
+        f"unsupported storage.url scheme {url.split(':', 1)[0]!r}: use sqlite:///path or postgresql://..."
+    )

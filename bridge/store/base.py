@@ -14,6 +14,7 @@ Every backend keeps the same promises:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -57,7 +58,11 @@ class StoreUnavailable(RuntimeError):
 
 
 class Store(Protocol):
-    async def open(self) -> None: ...
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever new or redriven deliveries are committed."""
+
+    async def open(self) -> None:
+        """Connect, and migrate the schema (unless the store was made with migrate=False)."""
 
     async def close(self) -> None: ...
 

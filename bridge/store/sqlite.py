@@ -15,16 +15,36 @@ import json
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from bridge.model import Attempt, Customer, Delivery, Purchase, Status
+from bridge.model import Attempt, Customer, Delivery, Purchase
 from bridge.store.base import Finish, Ingest, StoredEvent, StoreUnavailable
+from bridge.store.migrations import behind, pending
+from bridge.store.rows import attempt_from_row, delivery_from_row
 from bridge.store.sql import queries
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
 _BATCH = 512
+_VERSIONS = (
+    "CREATE TABLE IF NOT EXISTS schema_version "
+    "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+)
+
+
+def _statements(script: str) -> list[str]:
+    """A migration's statements (sqlite3 runs one at a time inside our own transaction)."""
+    out, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            out.append(buffer.strip())
+            buffer = ""
+    return [s for s in out if s]
+
 
 _Op = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
@@ -36,14 +56,24 @@ def path_of(url: str) -> str:
 
 
 class SQLiteStore:
-    def __init__(self, url: str, synchronous: str = "FULL") -> None:
+    def __init__(self, url: str, synchronous: str = "FULL", migrate: bool = True) -> None:
         self.path = path_of(url)
         self.synchronous = synchronous
+        self.auto_migrate = migrate
         self._sql = queries("sqlite.sql")
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after new deliveries are committed (in this process)."""
+        self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        for callback in self._listeners:
+            callback()
 
     # --- the connection's thread --------------------------------------------------------------
 
@@ -57,6 +87,8 @@ class SQLiteStore:
         await asyncio.get_running_loop().run_in_executor(None, self._ready.wait)
         if self._open_error is not None:
             self._thread = None
+            if isinstance(self._open_error, StoreUnavailable):
+                raise self._open_error
             raise StoreUnavailable(f"cannot open {self.path}: {self._open_error}")
 
     async def close(self) -> None:
@@ -79,14 +111,19 @@ class SQLiteStore:
             version = None
             if has_versions:
                 version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
-            if version is not None and version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"the database schema is version {version}, newer than this bridge "
-                    f"({SCHEMA_VERSION}); upgrade the bridge"
+            todo = pending("sqlite", version)
+            if todo and not self.auto_migrate:
+                raise behind("sqlite", version)
+            for migration in todo:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(_VERSIONS)
+                for statement in _statements(migration.sql):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                    (migration.version, time.time()),
                 )
-            conn.executescript(self._sql["schema"])
-            if version is None:
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                conn.execute("COMMIT")
         except BaseException:
             conn.close()
             raise
@@ -95,7 +132,7 @@ class SQLiteStore:
     def _run(self) -> None:
         try:
             conn = self._connect()
-        except (sqlite3.Error, RuntimeError, OSError) as exc:
+        except (sqlite3.Error, OSError, StoreUnavailable) as exc:
             self._open_error = exc
             self._ready.set()
             return
@@ -223,7 +260,10 @@ class SQLiteStore:
                 )
             return True
 
-        return await self._call(op)
+        stored = await self._call(op)
+        if stored:
+            self._notify()
+        return stored
 
     async def purchase(self, source: str, refs: list[str]) -> Purchase | None:
         sql = self._sql["find_ref"]
@@ -262,7 +302,7 @@ class SQLiteStore:
             if not ids:
                 return []
             rows = conn.execute(sql["select_claimed"], {"ids": json.dumps(ids)}).fetchall()
-            return [_delivery(row) for row in rows]
+            return [delivery_from_row(row) for row in rows]
 
         return await self._call(op)
 
@@ -318,7 +358,7 @@ class SQLiteStore:
             if row is None:
                 return None
             attempts = conn.execute(sql["list_attempts"], {"id": delivery_id}).fetchall()
-            return _delivery(row), [_attempt(a) for a in attempts]
+            return delivery_from_row(row), [attempt_from_row(a) for a in attempts]
 
         return await self._call(op)
 
@@ -332,7 +372,7 @@ class SQLiteStore:
         sql = self._sql["list_deliveries"]
         params = {"status": status, "destination": destination, "since": since, "limit": limit}
         rows = await self._call(lambda conn: conn.execute(sql, params).fetchall())
-        return [_delivery(row) for row in rows]
+        return [delivery_from_row(row) for row in rows]
 
     async def redrive(self, ids: list[int], now: float) -> list[int]:
         sql = self._sql["redrive"]
@@ -340,7 +380,10 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> list[int]:
             return [i for i in ids if conn.execute(sql, {"id": i, "now": now}).rowcount]
 
-        return await self._call(op)
+        done = await self._call(op)
+        if done:
+            self._notify()
+        return done
 
     async def counts(self) -> dict[str, int]:
         sql = self._sql["count_by_status"]
@@ -380,37 +423,3 @@ def _settle(future: asyncio.Future[Any], value: Any, failure: BaseException | No
         future.set_exception(failure)
     else:
         future.set_result(value)
-
-
-def _delivery(row: sqlite3.Row) -> Delivery:
-    payload = row["payload"]
-    return Delivery(
-        id=row["id"],
-        event_pk=row["event_pk"],
-        source=row["source"],
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        route=row["route"],
-        destination=row["destination"],
-        order_key=row["order_key"],
-        status=Status(row["status"]),
-        attempts=row["attempts"],
-        next_at=row["next_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        window_at=row["window_at"],
-        last_error=row["last_error"],
-        payload=None if payload is None else json.loads(payload),
-    )
-
-
-def _attempt(row: sqlite3.Row) -> Attempt:
-    return Attempt(
-        delivery_id=row["delivery_id"],
-        started_at=row["started_at"],
-        latency_ms=row["latency_ms"],
-        outcome=row["outcome"],
-        status_code=row["status_code"],
-        error=row["error"],
-        response_excerpt=row["response_excerpt"],
-    )

@@ -27,9 +27,7 @@ def _sqlite(tmp_path: Path) -> Store:
     return SQLiteStore(f"sqlite:///{tmp_path}/t.db")
 
 
-# backend name -> a factory of unopened stores; every call with the same tmp_path must reach
-# the same database (a later PostgreSQL entry: a fresh database per test, created here)
-BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": _sqlite}
+BACKENDS = ("sqlite", "postgres")
 
 
 @pytest.fixture
@@ -38,10 +36,15 @@ def runner() -> Iterator[asyncio.Runner]:
         yield loop
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=BACKENDS)
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
-    factory = BACKENDS[request.param]
-    return lambda: factory(tmp_path)
+    """A factory of unopened stores; every call reaches the same (fresh) database."""
+    if request.param == "postgres":
+        from bridge.store.postgres import PostgresStore
+
+        url: str = request.getfixturevalue("pg_url")
+        return lambda: PostgresStore(url)
+    return lambda: _sqlite(tmp_path)
 
 
 @pytest.fixture

@@ -1,0 +1,58 @@
+-- 0001: events, deliveries, attempts, payment references.
+
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY,
+    source      TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    payload     TEXT NOT NULL,
+    UNIQUE (source, event_id)
+);
+
+CREATE TABLE IF NOT EXISTS deliveries (
+    id          INTEGER PRIMARY KEY,
+    event_pk    INTEGER NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    route       INTEGER NOT NULL,
+    destination TEXT NOT NULL,
+    order_key   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_at     REAL NOT NULL,
+    lease_until REAL,
+    claimed_by  TEXT,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    -- when the current retry window opened: at creation, and again at each redrive
+    window_at   REAL NOT NULL,
+    last_error  TEXT,
+    UNIQUE (event_pk, destination)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (destination, status, next_at);
+CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries (destination, order_key, id);
+CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (status, updated_at);
+
+CREATE TABLE IF NOT EXISTS attempts (
+    id               INTEGER PRIMARY KEY,
+    delivery_id      INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+    started_at       REAL NOT NULL,
+    latency_ms       REAL NOT NULL,
+    outcome          TEXT NOT NULL,
+    status_code      INTEGER,
+    error            TEXT,
+    response_excerpt TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id);
+
+-- What the bridge remembers of each sale so that a refund can name its purchase.
+CREATE TABLE IF NOT EXISTS payment_refs (
+    source      TEXT NOT NULL,
+    ref         TEXT NOT NULL,
+    txn_id      TEXT NOT NULL,
+    customer_id TEXT,
+    external_id TEXT,
+    email       TEXT,
+    name        TEXT,
+    created_at  REAL NOT NULL,
+    PRIMARY KEY (source, ref)
+);

@@ -1,0 +1,358 @@
+"""The PostgreSQL store: several bridge replicas on one database.
+
+psycopg 3 (async) with a connection pool. Claims use ``FOR UPDATE SKIP LOCKED``
+with leases, so replicas never claim the same delivery; dedupe is the unique
+(source, event id) index, so two replicas receiving one event at the same
+moment store it once. Each ingest commits with ``pg_notify``, which wakes
+every replica's worker through ``LISTEN`` (polling stays as the fallback).
+When the database can't be reached every call raises StoreUnavailable (the
+webhook answers 503 and nothing is half-written: each call is one transaction),
+and the pool reconnects by itself when the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import psycopg
+import psycopg_pool
+import structlog
+from psycopg.rows import dict_row
+
+from bridge.model import Attempt, Customer, Delivery, Purchase
+from bridge.store.base import Finish, Ingest, StoredEvent, StoreUnavailable
+from bridge.store.migrations import behind, pending
+from bridge.store.rows import attempt_from_row, delivery_from_row
+from bridge.store.sql import queries
+
+log = structlog.get_logger("bridge.store")
+
+CHANNEL = "bridge_deliveries"
+_DOWN = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout)
+_MIGRATION_LOCK = 7_400_202_611  # pg_advisory_xact_lock key: one replica migrates at a time
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        url: str,
+        migrate: bool = True,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 3.0,
+    ) -> None:
+        self.url = url
+        self.auto_migrate = migrate
+        self._sql = queries("postgres.sql")
+        self._pool = psycopg_pool.AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            open=False,
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 3},
+            reconnect_timeout=0,  # keep trying for ever; the database may be down for a while
+        )
+        self._listeners: list[Callable[[], None]] = []
+        self._listen_task: asyncio.Task[None] | None = None
+
+    # --- connections ------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+        try:
+            async with self._pool.connection() as conn:
+                yield cast("psycopg.AsyncConnection[dict[str, Any]]", conn)
+        except _DOWN as exc:
+            raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}"[:300]) from None
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+        async with self._conn() as conn:
+            try:
+                async with conn.transaction():
+                    yield conn
+            except _DOWN as exc:
+                raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}"[:300]) from None
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever any replica commits new deliveries."""
+        self._listeners.append(callback)
+
+    async def open(self) -> None:
+        try:
+            await self._pool.open(wait=True, timeout=10)
+        except _DOWN as exc:
+            await self._pool.close()
+            raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}"[:300]) from None
+        try:
+            await self._migrate()
+        except BaseException:
+            await self._pool.close()
+            raise
+        if self._listeners:
+            self._listen_task = asyncio.create_task(self._listen())
+
+    async def _migrate(self) -> None:
+        async with self._tx() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+            )
+            row = await (
+                await conn.execute("SELECT MAX(version) AS v FROM schema_version")
+            ).fetchone()
+            current = row["v"] if row else None
+            todo = pending("postgres", current)
+            if todo and not self.auto_migrate:
+                raise behind("postgres", current)
+            for migration in todo:
+                await conn.execute(migration.sql.encode())
+                await conn.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (%s, %s)",
+                    (migration.version, time.time()),
+                )
+                log.info("applied migration", version=migration.version, name=migration.name)
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of its own; reconnect with backoff when it drops."""
+        wait = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=3
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    wait = 0.5
+                    for callback in self._listeners:
+                        callback()  # catch up with whatever was committed while deaf
+                    async for _notify in conn.notifies():
+                        for callback in self._listeners:
+                            callback()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database went away: poll until it is back
+                log.debug("LISTEN connection lost", error=str(exc)[:200])
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 10.0)
+
+    async def close(self) -> None:
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listen_task
+            self._listen_task = None
+        await self._pool.close()
+
+    # --- the Store protocol -------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        async with self._conn() as conn:
+            await conn.execute("SELECT 1")
+
+    async def ingest(self, item: Ingest, now: float) -> bool:
+        sql = self._sql
+        event = item.event
+        async with self._tx() as conn:
+            row = await (
+                await conn.execute(
+                    sql["insert_event"],
+                    {
+                        "source": event.source,
+                        "event_id": event.id,
+                        "type": event.type,
+                        "received_at": now,
+                        "payload": item.body,
+                    },
+                )
+            ).fetchone()
+            if row is None:
+                return False
+            resolved = None
+            for ref in item.link_refs:
+                found = await (
+                    await conn.execute(sql["find_ref"], {"source": event.source, "ref": ref})
+                ).fetchone()
+                if found is not None:
+                    resolved = found["txn_id"]
+                    break
+            fallback = resolved or (item.link_refs[0] if item.link_refs else event.id)
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    sql["insert_delivery"],
+                    [
+                        {
+                            "event_pk": row["id"],
+                            "route": d.route,
+                            "destination": d.destination,
+                            "order_key": d.order_key or fallback,
+                            "now": now,
+                        }
+                        for d in item.deliveries
+                    ],
+                )
+                if item.purchase is not None:
+                    customer = item.purchase.customer
+                    await cur.executemany(
+                        sql["remember_ref"],
+                        [
+                            {
+                                "source": event.source,
+                                "ref": ref,
+                                "txn_id": item.purchase.txn_id,
+                                "customer_id": customer.id,
+                                "external_id": customer.external_id,
+                                "email": customer.email,
+                                "name": customer.name,
+                                "now": now,
+                            }
+                            for ref in item.remember
+                        ],
+                    )
+            destinations = ",".join(sorted({d.destination for d in item.deliveries}))
+            await conn.execute(sql["notify"], {"destinations": destinations})
+            return True
+
+    async def purchase(self, source: str, refs: list[str]) -> Purchase | None:
+        async with self._conn() as conn:
+            for ref in refs:
+                row = await (
+                    await conn.execute(self._sql["find_ref"], {"source": source, "ref": ref})
+                ).fetchone()
+                if row is not None:
+                    return Purchase(
+                        row["txn_id"],
+                        Customer(row["customer_id"], row["external_id"], row["email"], row["name"]),
+                    )
+        return None
+
+    async def claim(
+        self, destination: str, limit: int, now: float, lease: float, worker: str
+    ) -> list[Delivery]:
+        params = {
+            "destination": destination,
+            "limit": limit,
+            "now": now,
+            "lease_until": now + lease,
+            "worker": worker,
+        }
+        async with self._tx() as conn:
+            ids = [
+                r["id"] for r in await (await conn.execute(self._sql["claim"], params)).fetchall()
+            ]
+            if not ids:
+                return []
+            rows = await (await conn.execute(self._sql["select_claimed"], {"ids": ids})).fetchall()
+        return [delivery_from_row(row) for row in rows]
+
+    async def finish(self, item: Finish, now: float) -> bool:
+        sql = self._sql
+        async with self._tx() as conn:
+            changed = (
+                await conn.execute(
+                    sql["finish"],
+                    {
+                        "id": item.delivery_id,
+                        "worker": item.worker,
+                        "status": str(item.status),
+                        "counted": 1 if item.attempt is not None else 0,
+                        "next_at": item.next_at,
+                        "error": item.error,
+                        "now": now,
+                    },
+                )
+            ).rowcount
+            if changed and item.attempt is not None:
+                a = item.attempt
+                await conn.execute(
+                    sql["insert_attempt"],
+                    {
+                        "delivery_id": a.delivery_id,
+                        "started_at": a.started_at,
+                        "latency_ms": a.latency_ms,
+                        "outcome": a.outcome,
+                        "status_code": a.status_code,
+                        "error": a.error,
+                        "response_excerpt": a.response_excerpt,
+                    },
+                )
+        return bool(changed)
+
+    async def release(self, worker: str | None, now: float) -> int:
+        params = {"worker": worker or "", "all_workers": worker is None, "now": now}
+        async with self._conn() as conn:
+            return (await conn.execute(self._sql["release"], params)).rowcount
+
+    async def next_due(self) -> float | None:
+        async with self._conn() as conn:
+            row = await (await conn.execute(self._sql["next_due"])).fetchone()
+        value = row["min"] if row else None
+        return None if value is None else float(value)
+
+    async def get(self, delivery_id: int) -> tuple[Delivery, list[Attempt]] | None:
+        async with self._conn() as conn:
+            row = await (
+                await conn.execute(self._sql["get_delivery"], {"id": delivery_id})
+            ).fetchone()
+            if row is None:
+                return None
+            attempts = await (
+                await conn.execute(self._sql["list_attempts"], {"id": delivery_id})
+            ).fetchall()
+        return delivery_from_row(row), [attempt_from_row(a) for a in attempts]
+
+    async def deliveries(
+        self,
+        status: str | None = None,
+        destination: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[Delivery]:
+        params = {"status": status, "destination": destination, "since": since, "limit": limit}
+        async with self._conn() as conn:
+            rows = await (await conn.execute(self._sql["list_deliveries"], params)).fetchall()
+        return [delivery_from_row(row) for row in rows]
+
+    async def redrive(self, ids: list[int], now: float) -> list[int]:
+        async with self._conn() as conn:
+            rows = await (
+                await conn.execute(self._sql["redrive"], {"ids": ids, "now": now})
+            ).fetchall()
+            if rows:
+                await conn.execute(self._sql["notify"], {"destinations": ""})
+        done = {r["id"] for r in rows}
+        return [i for i in ids if i in done]
+
+    async def counts(self) -> dict[str, int]:
+        async with self._conn() as conn:
+            rows = await (await conn.execute(self._sql["count_by_status"])).fetchall()
+        return {row["status"]: row["n"] for row in rows}
+
+    async def events(self, limit: int = 100) -> list[StoredEvent]:
+        async with self._conn() as conn:
+            rows = await (await conn.execute(self._sql["list_events"], {"limit": limit})).fetchall()
+        return [
+            StoredEvent(
+                row["id"],
+                row["source"],
+                row["event_id"],
+                row["type"],
+                row["received_at"],
+                json.loads(row["deliveries"] or "{}"),
+            )
+            for row in rows
+        ]
+
+    async def prune(self, events_before: float, refs_before: float) -> int:
+        async with self._tx() as conn:
+            pruned = (
+                await conn.execute(self._sql["prune_events"], {"before": events_before})
+            ).rowcount
+            await conn.execute(self._sql["prune_refs"], {"before": refs_before})
+        return pruned
