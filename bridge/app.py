@@ -172,7 +172,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await the_store.open()
         try:
-            released = await the_store.release(worker.worker_id, clock())
+            released = await the_store.release(worker.worker_name, clock())
         except StoreUnavailable as exc:
             log.warning("could not take back unfinished claims; their leases will", error=str(exc))
         else:

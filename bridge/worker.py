@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
+import uuid
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +35,8 @@ Clock = Callable[[], float]
 
 
 def default_worker_id() -> str:
-    return socket.gethostname()
+    """A stable name per replica: BRIDGE_WORKER_ID, else the host name (a container's id)."""
+    return os.environ.get("BRIDGE_WORKER_ID") or socket.gethostname()
 
 
 class Worker:
@@ -49,7 +52,11 @@ class Worker:
         self.pipeline = pipeline
         self.store = store
         self.clock = clock
-        self.worker_id = worker_id or default_worker_id()
+        # claims carry NAME/BOOT: this process's own token, so that a restarted replica can
+        # take back what its previous incarnation held (release NAME) without ever touching
+        # another live replica's claims
+        self.worker_name = worker_id or default_worker_id()
+        self.worker_id = f"{self.worker_name}/{uuid.uuid4().hex[:12]}"
         self.settings = pipeline.config.delivery
         self.wake = asyncio.Event()
         self._stopping = False

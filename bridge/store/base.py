@@ -83,7 +83,8 @@ class Store(Protocol):
         """Record the attempt and new state; False when the lease was lost meanwhile."""
 
     async def release(self, worker: str | None, now: float) -> int:
-        """Make ``worker``'s claims (every claim, for None) due again; how many."""
+        """Make claims due again: ``worker``'s own (a claim token, ``NAME/BOOT``), every
+        incarnation's of a worker NAME, or every claim for None; how many."""
 
     async def next_due(self) -> float | None: ...
 

@@ -44,7 +44,7 @@ class PostgresStore:
         migrate: bool = True,
         min_size: int = 1,
         max_size: int = 10,
-        timeout: float = 3.0,
+        timeout: float = 1.5,  # waiting longer for a connection: answer 503, let the processor retry
     ) -> None:
         self.url = url
         self.auto_migrate = migrate

@@ -65,7 +65,8 @@ VALUES (%(delivery_id)s, %(started_at)s, %(latency_ms)s, %(outcome)s, %(status_c
 
 -- name: release
 UPDATE deliveries SET status = 'pending', lease_until = NULL, claimed_by = NULL, updated_at = %(now)s
-WHERE status = 'in_flight' AND (claimed_by = %(worker)s OR %(all_workers)s);
+WHERE status = 'in_flight'
+  AND (%(all_workers)s OR claimed_by = %(worker)s OR starts_with(claimed_by, %(worker)s || '/'));
 
 -- name: next_due
 SELECT MIN(CASE WHEN status = 'pending' THEN next_at ELSE lease_until END)

@@ -62,7 +62,8 @@ VALUES (:delivery_id, :started_at, :latency_ms, :outcome, :status_code, :error, 
 
 -- name: release
 UPDATE deliveries SET status = 'pending', lease_until = NULL, claimed_by = NULL, updated_at = :now
-WHERE status = 'in_flight' AND (claimed_by = :worker OR :all_workers);
+WHERE status = 'in_flight'
+  AND (:all_workers OR claimed_by = :worker OR substr(claimed_by, 1, length(:worker) + 1) = :worker || '/');
 
 -- name: next_due
 SELECT MIN(CASE WHEN status = 'pending' THEN next_at ELSE lease_until END)
