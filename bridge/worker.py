@@ -13,8 +13,8 @@ import contextlib
 import json
 import os
 import socket
-import uuid
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 

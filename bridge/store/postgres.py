@@ -44,7 +44,8 @@ class PostgresStore:
         migrate: bool = True,
         min_size: int = 1,
         max_size: int = 10,
-        timeout: float = 1.5,  # waiting longer for a connection: answer 503, let the processor retry
+        # longer than this without a connection: the webhook answers 503, the processor retries
+        timeout: float = 1.5,
     ) -> None:
         self.url = url
         self.auto_migrate = migrate
