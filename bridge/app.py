@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge import admin
+from bridge import admin, metrics
 from bridge.config import Config
 from bridge.pipeline import Pipeline
 from bridge.sources.base import BadEvent, SignatureError
@@ -101,17 +101,22 @@ def create_app(
         name = request.path_params["source"]
         source = pipe.sources.get(name)
         if source is None:
+            metrics.WEBHOOKS.labels("(unknown)", "unknown_source").inc()
             return _answer(404, error="unknown source")
+        counted = metrics.WEBHOOKS.labels
         if state["stopping"]:
+            counted(name, "unavailable").inc()
             return _answer(503, error="shutting down; retry later")
         try:
             body = await read_body(request, config.server.max_body)
         except BodyTooLarge:
+            counted(name, "too_large").inc()
             log.info("webhook refused", source=name, reason="body too large")
             return _answer(413, error=f"body larger than {config.server.max_body} bytes")
         try:
             source.verify(body, request.headers, clock())
         except SignatureError as exc:
+            counted(name, "bad_signature").inc()
             log.info("webhook refused", source=name, reason=str(exc))
             return _answer(400, error=f"signature: {exc}")
         try:
@@ -119,15 +124,18 @@ def create_app(
             event = source.event(payload, request.headers)
         except (ValueError, UnicodeDecodeError, TooDeep, BadEvent) as exc:
             reason = str(exc) if isinstance(exc, (TooDeep, BadEvent)) else "body is not valid JSON"
+            counted(name, "invalid").inc()
             log.info("webhook refused", source=name, reason=reason)
             return _answer(400, error=reason)
 
         bound = log.bind(source=name, event_id=event.id, event_type=event.type)
         plan = pipe.plan(event)
         if not plan.matched:
+            counted(name, "ignored").inc()
             bound.info("webhook ignored: no route wants this event")
             return _answer(200, status="ignored")
         if not plan.deliveries:
+            counted(name, "skipped").inc()
             bound.info("webhook skipped: nothing to send", reasons=plan.skipped)
             return _answer(200, status="skipped", reasons=plan.skipped)
         item = Ingest(
@@ -141,11 +149,14 @@ def create_app(
         try:
             stored = await the_store.ingest(item, clock())
         except StoreUnavailable as exc:
+            counted(name, "unavailable").inc()
             bound.error("webhook not stored: store unavailable", error=str(exc))
             return _answer(503, error="storage unavailable; retry later")
         if not stored:
+            counted(name, "duplicate").inc()
             bound.info("webhook duplicate: already stored")
             return _answer(200, status="duplicate")
+        counted(name, "accepted").inc()
         bound.info(
             "webhook accepted",
             deliveries=[d.destination for d in plan.deliveries],
@@ -156,12 +167,27 @@ def create_app(
     async def not_allowed(request: Request) -> Response:
         return _answer(405, error="use POST")
 
+    async def metrics_endpoint(request: Request) -> Response:
+        try:
+            queue = await the_store.queue()
+        except StoreUnavailable:
+            queue = {}
+        metrics.set_queue(
+            {name: (q.depth, q.oldest) for name, q in queue.items()},
+            {name: q.dead for name, q in queue.items()},
+            list(config.destinations),
+        )
+        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+
     async def healthz(request: Request) -> Response:
         return _answer(200, status="ok")
 
     async def readyz(request: Request) -> Response:
         if state["stopping"]:
             return _answer(503, status="stopping")
+        task = state.get("worker_task")
+        if run_worker and (task is None or task.done()):
+            return _answer(503, status="worker not running")
         try:
             await the_store.ping()
         except StoreUnavailable:
@@ -181,6 +207,7 @@ def create_app(
         task = None
         if run_worker:
             task = asyncio.create_task(worker.run())
+            state["worker_task"] = task
         log.info(
             "bridge started",
             config=config.file,
@@ -205,6 +232,7 @@ def create_app(
             Route("/webhooks/{source}", not_allowed, methods=["GET", "PUT", "PATCH", "DELETE"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             *admin.routes(config, the_store),
         ],
         lifespan=lifespan,

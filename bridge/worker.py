@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import structlog
 
-from bridge import mapping
+from bridge import mapping, metrics
 from bridge.destinations.base import Outcome, Skipped
 from bridge.model import Attempt, Delivery, ProviderEvent, Status
 from bridge.pipeline import Pipeline, mask, purchase_refs
@@ -177,6 +177,7 @@ class Worker:
             event_id=delivery.event_id,
             delivery_id=delivery.id,
             destination=delivery.destination,
+            attempt=delivery.attempts + 1,
         )
         try:
             await self._attempt(delivery, bound)
@@ -301,13 +302,15 @@ class Worker:
         )
         finish = Finish(delivery.id, self.worker_id, status, next_at or now, attempt, error)
         recorded = await self.store.finish(finish, now)
+        metrics.DELIVERIES.labels(delivery.destination, outcome).inc()
+        if outcome in ("delivered", "retry", "dead", "not_recorded") and status_code is not None:
+            metrics.ATTEMPT_LATENCY.labels(delivery.destination).observe(now - started)
         level = "info" if status in (Status.DELIVERED, Status.DRY_RUN) else "warning"
         getattr(bound, level)(
             "delivery " + str(status),
             outcome=outcome,
             status_code=status_code,
             error=error,
-            attempt=delivery.attempts + 1,
             next_at=next_at if status is Status.PENDING else None,
             recorded=recorded,
         )

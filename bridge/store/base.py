@@ -44,6 +44,13 @@ class StoredEvent:
 
 
 @dataclass(frozen=True)
+class QueueStats:
+    depth: int
+    oldest: float | None
+    dead: int
+
+
+@dataclass(frozen=True)
 class Finish:
     delivery_id: int
     worker: str
@@ -102,6 +109,9 @@ class Store(Protocol):
         """Make finished deliveries due now; the ids that were redriven."""
 
     async def counts(self) -> dict[str, int]: ...
+
+    async def queue(self) -> dict[str, QueueStats]:
+        """Per destination: unfinished deliveries, the oldest one's creation, dead ones."""
 
     async def events(self, limit: int = 100) -> list[StoredEvent]:
         """The newest events, with how many deliveries each has in each status."""

@@ -25,7 +25,7 @@ import structlog
 from psycopg.rows import dict_row
 
 from bridge.model import Attempt, Customer, Delivery, Purchase
-from bridge.store.base import Finish, Ingest, StoredEvent, StoreUnavailable
+from bridge.store.base import Finish, Ingest, QueueStats, StoredEvent, StoreUnavailable
 from bridge.store.migrations import behind, pending
 from bridge.store.rows import attempt_from_row, delivery_from_row
 from bridge.store.sql import queries
@@ -334,6 +334,11 @@ class PostgresStore:
         async with self._conn() as conn:
             rows = await (await conn.execute(self._sql["count_by_status"])).fetchall()
         return {row["status"]: row["n"] for row in rows}
+
+    async def queue(self) -> dict[str, QueueStats]:
+        async with self._conn() as conn:
+            rows = await (await conn.execute(self._sql["queue"])).fetchall()
+        return {r["destination"]: QueueStats(r["depth"], r["oldest"], r["dead"]) for r in rows}
 
     async def events(self, limit: int = 100) -> list[StoredEvent]:
         async with self._conn() as conn:

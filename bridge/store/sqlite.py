@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from bridge import metrics
 from bridge.model import Attempt, Customer, Delivery, Purchase
-from bridge.store.base import Finish, Ingest, StoredEvent, StoreUnavailable
+from bridge.store.base import Finish, Ingest, QueueStats, StoredEvent, StoreUnavailable
 from bridge.store.migrations import behind, pending
 from bridge.store.rows import attempt_from_row, delivery_from_row
 from bridge.store.sql import queries
@@ -152,6 +153,7 @@ class SQLiteStore:
                     stop = True
                     break
                 batch.append(item)
+            metrics.INGEST_BATCH.observe(len(batch))
             self._run_batch(conn, batch)
         conn.close()
 
@@ -389,6 +391,11 @@ class SQLiteStore:
         sql = self._sql["count_by_status"]
         rows = await self._call(lambda conn: conn.execute(sql).fetchall())
         return {row["status"]: row["n"] for row in rows}
+
+    async def queue(self) -> dict[str, QueueStats]:
+        sql = self._sql["queue"]
+        rows = await self._call(lambda conn: conn.execute(sql).fetchall())
+        return {r["destination"]: QueueStats(r["depth"], r["oldest"], r["dead"]) for r in rows}
 
     async def events(self, limit: int = 100) -> list[StoredEvent]:
         sql = self._sql["list_events"]

@@ -113,3 +113,9 @@ WHERE received_at < %(before)s
 
 -- name: prune_refs
 DELETE FROM payment_refs WHERE created_at < %(before)s;
+
+-- name: queue
+SELECT destination, COUNT(*) FILTER (WHERE status IN ('pending', 'in_flight')) AS depth,
+       MIN(created_at) FILTER (WHERE status IN ('pending', 'in_flight')) AS oldest,
+       COUNT(*) FILTER (WHERE status = 'dead') AS dead
+FROM deliveries GROUP BY destination;

@@ -109,3 +109,9 @@ WHERE received_at < :before
 
 -- name: prune_refs
 DELETE FROM payment_refs WHERE created_at < :before;
+
+-- name: queue
+SELECT destination, COUNT(*) FILTER (WHERE status IN ('pending', 'in_flight')) AS depth,
+       MIN(created_at) FILTER (WHERE status IN ('pending', 'in_flight')) AS oldest,
+       COUNT(*) FILTER (WHERE status = 'dead') AS dead
+FROM deliveries GROUP BY destination;
