@@ -93,11 +93,20 @@ def create_app(
 ) -> Starlette:
     pipe = Pipeline(config)
     the_store = store if store is not None else connect(config.database_url, config.storage.migrate)
-    worker = Worker(pipe, the_store, clock=clock, transport=transport)
+    state: dict[str, Any] = {"stopping": False, "receiving": 0}
+    worker = Worker(
+        pipe, the_store, clock=clock, transport=transport, busy=lambda: state["receiving"] > 0
+    )
     the_store.subscribe(worker.wake.set)
-    state: dict[str, Any] = {"stopping": False}
 
     async def webhook(request: Request) -> Response:
+        state["receiving"] += 1
+        try:
+            return await receive(request)
+        finally:
+            state["receiving"] -= 1
+
+    async def receive(request: Request) -> Response:
         name = request.path_params["source"]
         source = pipe.sources.get(name)
         if source is None:

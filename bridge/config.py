@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fnmatch
 import os
 import re
@@ -90,7 +92,90 @@ class StripeSource(SourceConfig):
     kind: Literal["stripe"]
 
 
-SOURCE_MODELS: dict[str, type[SourceConfig]] = {"stripe": StripeSource}
+class PaddleSource(SourceConfig):
+    kind: Literal["paddle"]
+    tolerance: Duration = 5.0  # what Paddle's SDKs allow
+
+
+class PolarSource(SourceConfig):
+    kind: Literal["polar"]
+
+
+class StandardWebhooksSource(SourceConfig):
+    kind: Literal["standard_webhooks"]
+
+    @field_validator("signing_secrets")
+    @classmethod
+    def _base64(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for secret in value:
+            text = secret.get_secret_value().removeprefix("whsec_").rstrip("=")
+            try:
+                key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                key = b""
+            if not key:
+                raise ValueError("a Standard Webhooks secret is whsec_ followed by base64")
+        return value
+
+
+class _NoTimestampSource(SourceConfig):
+    """A processor whose signature carries no time: a tolerance would mean nothing."""
+
+    @model_validator(mode="after")
+    def _no_tolerance(self) -> _NoTimestampSource:
+        if "tolerance" in self.model_fields_set:
+            raise ValueError(f"tolerance: {self.kind} signatures carry no timestamp")
+        return self
+
+
+class LemonSqueezySource(_NoTimestampSource):
+    kind: Literal["lemonsqueezy"]
+
+
+class ShopifySource(_NoTimestampSource):
+    kind: Literal["shopify"]
+
+
+class RevenueCatSource(_NoTimestampSource):
+    # signing_secrets: the Authorization header values RevenueCat is set to send
+    kind: Literal["revenuecat"]
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
+
+
+class HmacSource(SourceConfig):
+    kind: Literal["hmac"]
+    header: str
+    algorithm: Literal["sha256", "sha512"] = "sha256"
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = Field(default="", max_length=100)  # before the digest, e.g. "sha256="
+    timestamp_header: str | None = None  # then the signed bytes are "{timestamp}.{body}"
+
+    @field_validator("header", "timestamp_header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        if value is not None and not _HEADER_NAME.match(value):
+            raise ValueError(f"not an HTTP header name: {value[:40]!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _tolerance_needs_timestamp(self) -> HmacSource:
+        if "tolerance" in self.model_fields_set and self.timestamp_header is None:
+            raise ValueError("tolerance: set timestamp_header too (without it nothing is timed)")
+        return self
+
+
+SOURCE_MODELS: dict[str, type[SourceConfig]] = {
+    "stripe": StripeSource,
+    "paddle": PaddleSource,
+    "polar": PolarSource,
+    "lemonsqueezy": LemonSqueezySource,
+    "shopify": ShopifySource,
+    "revenuecat": RevenueCatSource,
+    "standard_webhooks": StandardWebhooksSource,
+    "hmac": HmacSource,
+}
 
 
 # --- destinations --------------------------------------------------------------------------
@@ -111,6 +196,9 @@ class DestinationConfig(_Model):
     retry: RetryConfig = RetryConfig()
     rate_limit: int | None = Field(default=None, ge=1)  # requests per minute
     concurrency: int = Field(default=8, ge=1)
+    # HTTP/2 through httpx's own transport; otherwise HTTP/1.1 keep-alive through aiohttp,
+    # which measured 2.5x the requests per second of httpx's HTTP/1.1 pool here (see bench/)
+    http2: bool = False
 
     DEFAULT_BASE_URL: ClassVar[str] = ""
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()

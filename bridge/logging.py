@@ -8,6 +8,7 @@ log line, whatever the key.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -15,20 +16,19 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-_SECRETS: tuple[str, ...] = ()
+_SECRETS: re.Pattern[str] | None = None
 
 
 def set_secrets(secrets: Iterable[str]) -> None:
+    """Mask these wherever they appear (longest first, so that one inside another is masked)."""
     global _SECRETS
-    _SECRETS = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+    _SECRETS = re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        for secret in _SECRETS:
-            if secret in value:
-                value = value.replace(secret, "***")
-        return value
+        return _SECRETS.sub("***", value) if _SECRETS is not None else value
     if isinstance(value, dict):
         return {k: _scrub(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -37,7 +37,7 @@ def _scrub(value: Any) -> Any:
 
 
 def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
-    if not _SECRETS:
+    if _SECRETS is None:
         return event_dict
     return {key: _scrub(value) for key, value in event_dict.items()}
 

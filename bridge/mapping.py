@@ -10,8 +10,9 @@ Two stages, both declarative:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,9 +20,24 @@ import jmespath
 import jmespath.exceptions
 import jmespath.functions
 import jmespath.parser
+import jmespath.visitor
 
 from bridge import money
 from bridge.model import Customer, Item, ProviderEvent, Transaction
+
+# What routing at ingest needs to know of a transaction (the rest waits for delivery).
+PLAN_FIELDS = frozenset(
+    {
+        "id",
+        "amount",
+        "currency",
+        "customer_id",
+        "customer_external_id",
+        "customer_email",
+        "customer_name",
+        "refs",
+    }
+)
 
 TXN_FIELDS = (
     "id",
@@ -71,18 +87,79 @@ class _Functions(jmespath.functions.Functions):
     def _func_str(self, value: str | int | float | None) -> str | None:
         return None if value is None else str(value)
 
+    @jmespath.functions.signature(
+        {"types": ["string", "number", "null"]}, {"types": ["string", "null"]}
+    )
+    def _func_minor(self, amount: str | int | float | None, currency: str | None) -> int | None:
+        """A major-unit amount (``"19.99"``, ``4.99``) in minor units, with ISO 4217 exponents."""
+        if amount is None or currency is None:
+            return None
+        try:
+            return money.to_minor(amount, currency)
+        except money.MoneyError as exc:
+            raise jmespath.exceptions.JMESPathError(str(exc)) from None
 
-_OPTIONS = jmespath.Options(custom_functions=_Functions(), dict_cls=dict)
+    @jmespath.functions.signature({"types": ["string", "null"]})
+    def _func_unix(self, value: str | None) -> int | None:
+        """An ISO 8601 / RFC 3339 time as unix seconds."""
+        if value is None:
+            return None
+        seconds = unix_seconds(value)
+        if seconds is None:
+            raise jmespath.exceptions.JMESPathError(f"not an ISO 8601 time: {value[:40]!r}")
+        return seconds
+
+    @jmespath.functions.signature({"types": ["number", "null"]})
+    def _func_unix_ms(self, value: int | float | None) -> int | None:
+        """Unix milliseconds as unix seconds (rounded down)."""
+        if value is None:
+            return None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise jmespath.exceptions.JMESPathError("not a finite number of milliseconds")
+        return int(value // 1000)
+
+
+def unix_seconds(value: object) -> int | None:
+    """An ISO 8601 / RFC 3339 time (``2024-04-12T10:18:48.294633Z``) as unix seconds, else None.
+
+    A time without an offset is read as UTC.
+    """
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return int(parsed.timestamp())
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+_FUNCTIONS = _Functions()
+_OPTIONS = jmespath.Options(custom_functions=_FUNCTIONS, dict_cls=dict)
+_INTERPRETER = jmespath.visitor.TreeInterpreter(_OPTIONS)
+
+Evaluate = Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
 class Expression:
-    text: str
-    _parsed: jmespath.parser.ParsedResult = field(repr=False, compare=False)
+    """A JMESPath expression, parsed once and compiled into Python closures.
 
-    def search(self, data: Mapping[str, Any]) -> Any:
+    The closures implement the common node types with the interpreter's exact
+    semantics (null propagation, JMESPath truthiness, number-only ordering);
+    anything else is handed to jmespath's own TreeInterpreter.
+    """
+
+    text: str
+    _evaluate: Evaluate = field(repr=False, compare=False)
+
+    def search(self, data: Any) -> Any:
         try:
-            return self._parsed.search(data, options=_OPTIONS)
+            return self._evaluate(data)
         except jmespath.exceptions.JMESPathError as exc:
             raise MappingError(f"expression {self.text!r} failed: {exc}") from None
 
@@ -91,15 +168,162 @@ def compile_expression(text: str) -> Expression:
     if not isinstance(text, str) or not text.strip():
         raise ExpressionError("an expression must be a non-empty string")
     try:
-        return Expression(text, jmespath.compile(text))
+        parsed = jmespath.compile(text)
     except jmespath.exceptions.JMESPathError as exc:
         message = str(exc).replace("\n", " ")
         raise ExpressionError(f"invalid JMESPath {text!r}: {message}") from None
+    tree: Any = parsed.parsed
+    return Expression(text, _compile(tree))
 
 
 def truthy(value: Any) -> bool:
-    """JMESPath truthiness: false, null, empty string/list/object are false."""
-    return value not in (None, False, "", [], {})
+    """JMESPath truthiness: false, null, empty string/list/object are false (0 is true)."""
+    return not (value is None or value is False or value == "" or value == [] or value == {})
+
+
+_equals: Callable[[Any, Any], bool] = jmespath.visitor._equals  # type: ignore[attr-defined]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_ORDER: dict[str, Callable[[Any, Any], bool]] = {
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+}
+
+
+def _compile(node: dict[str, Any]) -> Evaluate:
+    kind = node["type"]
+    children = node.get("children", [])
+    if kind == "field":
+        name = node["value"]
+        return lambda value: value.get(name) if isinstance(value, dict) else None
+    if kind == "subexpression":
+        steps = [_compile(child) for child in children]
+
+        def chain(value: Any) -> Any:
+            for step in steps:
+                value = step(value)
+                if value is None:
+                    return None
+            return value
+
+        return chain
+    if kind == "literal":
+        constant = node["value"]
+        return lambda value: constant
+    if kind in ("current", "identity"):
+        return lambda value: value
+    if kind == "or_expression":
+        left, right = (_compile(child) for child in children)
+
+        def either(value: Any) -> Any:
+            result = left(value)
+            return result if truthy(result) else right(value)
+
+        return either
+    if kind == "and_expression":
+        left, right = (_compile(child) for child in children)
+
+        def both(value: Any) -> Any:
+            result = left(value)
+            return right(value) if truthy(result) else result
+
+        return both
+    if kind == "not_expression":
+        inner = _compile(children[0])
+        return lambda value: not truthy(inner(value))
+    if kind == "comparator":
+        left, right = (_compile(child) for child in children)
+        op = node["value"]
+        if op in ("eq", "ne"):
+            negate = op == "ne"
+            return lambda value: _equals(left(value), right(value)) != negate
+        order = _ORDER[op]
+
+        def compare(value: Any) -> Any:
+            # numbers with numbers, strings with strings; anything else is null (where the
+            # interpreter itself would raise TypeError comparing a number with a string)
+            a, b = left(value), right(value)
+            if (_number(a) and _number(b)) or (isinstance(a, str) and isinstance(b, str)):
+                return order(a, b)
+            return None
+
+        return compare
+    if kind == "pipe":
+        steps = [_compile(child) for child in children]
+
+        def pipe(value: Any) -> Any:
+            for step in steps:
+                value = step(value)
+            return value
+
+        return pipe
+    if kind == "index_expression":
+        steps = [_compile(child) for child in children]
+
+        def indexed(value: Any) -> Any:
+            for step in steps:
+                value = step(value)
+            return value
+
+        return indexed
+    if kind == "index":
+        position = node["value"]
+
+        def index(value: Any) -> Any:
+            if not isinstance(value, list):
+                return None
+            try:
+                return value[position]
+            except IndexError:
+                return None
+
+        return index
+    if kind == "flatten":
+        inner = _compile(children[0])
+
+        def flatten(value: Any) -> Any:
+            base = inner(value)
+            if not isinstance(base, list):
+                return None
+            merged: list[Any] = []
+            for element in base:
+                if isinstance(element, list):
+                    merged.extend(element)
+                else:
+                    merged.append(element)
+            return merged
+
+        return flatten
+    if kind == "projection":
+        base_of, each = (_compile(child) for child in children)
+
+        def project(value: Any) -> Any:
+            base = base_of(value)
+            if not isinstance(base, list):
+                return None
+            return [r for r in (each(element) for element in base) if r is not None]
+
+        return project
+    if kind == "multi_select_list":
+        items = [_compile(child) for child in children]
+        return lambda value: None if value is None else [item(value) for item in items]
+    if kind == "multi_select_dict":
+        pairs = [(child["value"], _compile(child["children"][0])) for child in children]
+        return lambda value: None if value is None else {key: item(value) for key, item in pairs}
+    if kind == "function_expression":
+        name = node["value"]
+        args = [_compile(child) for child in children]
+        call = _FUNCTIONS.call_function
+        return lambda value: call(name, [arg(value) for arg in args])
+    # slices, filters, value projections, expression references: the interpreter itself
+    tree: Any = node
+    return lambda value: _INTERPRETER.visit(tree, value)
 
 
 @dataclass(frozen=True)
@@ -131,16 +355,34 @@ def build_transaction(
     processor: str,
     convention: money.Convention,
     overrides: Mapping[str, Expression] | None = None,
+    only: frozenset[str] | None = None,
 ) -> Transaction:
-    """Evaluate the rule (then a route's overrides, which also see ``txn``) into a Transaction."""
+    """Evaluate the rule (then a route's overrides, which also see ``txn``) into a Transaction.
+
+    ``only``: evaluate just these fields (the rest stay empty), for a cheap look at an event.
+    """
     context: dict[str, Any] = {"event": event.payload}
-    values = {name: expr.search(context) for name, expr in rule.fields.items()}
-    txn = _transaction(rule, event, processor, convention, values, rule.fields)
-    if overrides:
-        context["txn"] = txn.view()
-        values.update({name: expr.search(context) for name, expr in overrides.items()})
-        txn = _transaction(rule, event, processor, convention, values, {**rule.fields, **overrides})
-    return txn
+    values = {
+        name: expr.search(context)
+        for name, expr in rule.fields.items()
+        if only is None or name in only
+    }
+    if not overrides:
+        return _transaction(rule, event, processor, convention, values, rule.fields)
+    try:
+        context["txn"] = _transaction(
+            rule, event, processor, convention, values, rule.fields
+        ).view()
+    except MappingError:
+        context["txn"] = None  # the route's own fields may be what completes the transaction
+    values.update(
+        {
+            name: expr.search(context)
+            for name, expr in overrides.items()
+            if only is None or name in only
+        }
+    )
+    return _transaction(rule, event, processor, convention, values, {**rule.fields, **overrides})
 
 
 def _transaction(

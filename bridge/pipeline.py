@@ -52,7 +52,9 @@ class Pipeline:
             return mapping.TransactionRule(route.kind, {})
         return rule
 
-    def transaction(self, route: Route, event: ProviderEvent) -> Transaction:
+    def transaction(
+        self, route: Route, event: ProviderEvent, only: frozenset[str] | None = None
+    ) -> Transaction:
         """The canonical transaction for this route; MappingError names route, field, expression."""
         rule = self.rule(route, event)
         if rule is None:
@@ -60,7 +62,7 @@ class Pipeline:
         source = self.sources[event.source]
         try:
             return mapping.build_transaction(
-                rule, event, source.processor, source.convention, route.fields
+                rule, event, source.processor, source.convention, route.fields, only
             )
         except mapping.MappingError as exc:
             raise mapping.MappingError(f"{route.name}: {exc}") from None
@@ -82,7 +84,7 @@ class Pipeline:
             txn: Transaction | None = None
             if reason is None:
                 try:
-                    txn = self.transaction(route, event)
+                    txn = self.transaction(route, event, mapping.PLAN_FIELDS)
                 except mapping.MappingError:
                     txn = None  # the delivery is stored and dies with the error, visibly
                 else:

@@ -18,8 +18,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import httpx
 import structlog
+from httpx_aiohttp import AiohttpTransport
 
 from bridge import mapping, metrics
 from bridge.destinations.base import Outcome, Skipped
@@ -32,11 +34,21 @@ from bridge.store.base import Finish, Store, StoreUnavailable
 log = structlog.get_logger("bridge.worker")
 
 Clock = Callable[[], float]
+MAX_DEFER = 0.25  # seconds the worker may wait for a burst of webhooks before a round anyway
+DEFER_STEP = 0.002
 
 
 def default_worker_id() -> str:
     """A stable name per replica: BRIDGE_WORKER_ID, else the host name (a container's id)."""
     return os.environ.get("BRIDGE_WORKER_ID") or socket.gethostname()
+
+
+def _transport(concurrency: int, http2: bool) -> httpx.AsyncBaseTransport:
+    """One connection pool per destination, as many connections as its concurrency."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    if http2:
+        return httpx.AsyncHTTPTransport(http2=True, limits=limits)
+    return AiohttpTransport(limits=limits)
 
 
 class Worker:
@@ -48,6 +60,7 @@ class Worker:
         clock: Clock = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
         worker_id: str | None = None,
+        busy: Callable[[], bool] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
@@ -58,6 +71,9 @@ class Worker:
         self.worker_name = worker_id or default_worker_id()
         self.worker_id = f"{self.worker_name}/{uuid.uuid4().hex[:12]}"
         self.settings = pipeline.config.delivery
+        # while webhooks are being received the worker yields to them, for at most MAX_DEFER
+        # at a time, so that a burst is acknowledged first and the backlog drains after it
+        self._busy = busy
         self.wake = asyncio.Event()
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -72,8 +88,7 @@ class Worker:
             if not cfg.dry_run:
                 self._clients[name] = httpx.AsyncClient(
                     timeout=cfg.timeout,
-                    transport=transport,
-                    limits=httpx.Limits(max_connections=cfg.concurrency),
+                    transport=transport or _transport(cfg.concurrency, cfg.http2),
                     follow_redirects=False,
                 )
 
@@ -82,7 +97,15 @@ class Worker:
     async def run(self) -> None:
         """Claim and send until ``stop``; wake on new work, else poll; prune now and then."""
         next_prune = self.clock()
+        deferred_since: float | None = None
         while not self._stopping:
+            if self._busy is not None and self._busy():
+                now = time.monotonic()
+                deferred_since = deferred_since or now
+                if now - deferred_since < MAX_DEFER:
+                    await asyncio.sleep(DEFER_STEP)
+                    continue
+            deferred_since = None
             self.wake.clear()
             if self.clock() >= next_prune:
                 next_prune = self.clock() + self.pipeline.config.retention.interval
@@ -233,12 +256,14 @@ class Worker:
         client = self._clients[delivery.destination]
         destination = self.pipeline.destinations[delivery.destination]
         response: httpx.Response | None = None
+        timeout = destination_cfg.timeout
         try:
-            response = await client.send(request)
+            # the client's own timeout covers each phase; this bounds the whole exchange
+            response = await asyncio.wait_for(client.send(request), timeout=timeout + 1)
             outcome = destination.classify(response, self.clock())
-        except httpx.TimeoutException as exc:
+        except (httpx.TimeoutException, TimeoutError) as exc:
             outcome = Outcome("retry", f"timeout: {type(exc).__name__}")
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
             outcome = Outcome("retry", f"connection error: {type(exc).__name__}: {exc}"[:300])
 
         status_code = response.status_code if response is not None else None

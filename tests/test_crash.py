@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 
 KILLS = 4
 PER_ROUND = 25
+SLACK = 1.0
 
 
 def event(n: int) -> bytes:
@@ -112,12 +113,18 @@ def test_kill_9_loses_no_acknowledged_event(tmp_path: Path, sinks: Sinks, table:
             )
         for (destination, k), times in seen.items():
             if len(times) > 1:
-                assert len(times) - 1 <= sum(1 for kill in kills if times[0] <= kill), (
+                # (the sink stamps a request when its thread gets to it, which can be a moment
+                # after the bridge sent it: a kill up to SLACK before the first stamp counts)
+                assert len(times) - 1 <= sum(1 for kill in kills if times[0] - SLACK <= kill), (
                     destination,
                     k,
                     times,
                 )
-                assert any(times[0] <= kill <= times[-1] for kill in kills), (destination, k, times)
+                assert any(times[0] - SLACK <= kill <= times[-1] for kill in kills), (
+                    destination,
+                    k,
+                    times,
+                )
         assert all(r.valid for r in sinks.received)
     finally:
         assert final.stop() == 0

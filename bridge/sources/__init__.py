@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from importlib import resources
 
 from bridge import mapping, tableyaml
 from bridge.config import SourceConfig
 from bridge.sources.base import BadEvent, SignatureError, Source
+from bridge.sources.hmac_source import HmacSource
+from bridge.sources.lemonsqueezy import LemonSqueezySource
+from bridge.sources.paddle import PaddleSource
+from bridge.sources.polar import PolarSource
+from bridge.sources.revenuecat import RevenueCatSource
+from bridge.sources.shopify import ShopifySource
+from bridge.sources.standard_webhooks import StandardWebhooksSource
 from bridge.sources.stripe import StripeSource
 
-SOURCES: dict[str, type[StripeSource]] = {"stripe": StripeSource}
+SOURCES: dict[str, Callable[[str, SourceConfig], Source]] = {
+    "stripe": StripeSource,
+    "paddle": PaddleSource,
+    "polar": PolarSource,
+    "lemonsqueezy": LemonSqueezySource,
+    "shopify": ShopifySource,
+    "revenuecat": RevenueCatSource,
+    "standard_webhooks": StandardWebhooksSource,
+    "hmac": HmacSource,
+}
 
 __all__ = ["SOURCES", "BadEvent", "SignatureError", "Source", "create", "rules"]
 

@@ -158,37 +158,27 @@ class SQLiteStore:
         conn.close()
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
-        results: list[tuple[_Op, Any, BaseException | None]] = []
+        """All of ``batch`` in one transaction and one commit. If one operation fails, the
+        transaction is rolled back and each is run again on its own, so that one caller's
+        failure is never another's."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    value = op[0](conn)
-                except Exception as exc:  # the operation's own failure goes to its caller
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append(
-                        (
-                            op,
-                            None,
-                            StoreUnavailable(f"SQLite: {exc}")
-                            if isinstance(exc, sqlite3.Error)
-                            else exc,
-                        )
-                    )
-                else:
-                    conn.execute("RELEASE op")
-                    results.append((op, value, None))
+            values = [op[0](conn) for op in batch]
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            error = StoreUnavailable(f"SQLite: {exc}")
-            results = [(op, None, error) for op in batch]
-        for (_fn, future, loop), value, failure in results:
-            loop.call_soon_threadsafe(_settle, future, value, failure)
+            if len(batch) > 1 and not _storage_failure(exc):
+                for op in batch:
+                    self._run_batch(conn, [op])
+                return
+            failure = StoreUnavailable(f"SQLite: {exc}") if isinstance(exc, sqlite3.Error) else exc
+            for _fn, future, loop in batch:
+                loop.call_soon_threadsafe(_settle, future, None, failure)
+            return
+        for (_fn, future, loop), value in zip(batch, values, strict=True):
+            loop.call_soon_threadsafe(_settle, future, value, None)
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._thread is None:
@@ -421,6 +411,11 @@ class SQLiteStore:
             return int(pruned)
 
         return await self._call(op)
+
+
+def _storage_failure(exc: BaseException) -> bool:
+    """Failures of the database itself (full, read-only, locked, I/O): no retry one by one."""
+    return isinstance(exc, sqlite3.OperationalError) and not isinstance(exc, sqlite3.IntegrityError)
 
 
 def _settle(future: asyncio.Future[Any], value: Any, failure: BaseException | None) -> None:

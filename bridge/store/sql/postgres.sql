@@ -31,8 +31,7 @@ FROM payment_refs WHERE source = %(source)s AND ref = %(ref)s;
 WITH due AS (
     SELECT d.id FROM deliveries d
     WHERE d.destination = %(destination)s
-      AND ((d.status = 'pending' AND d.next_at <= %(now)s)
-           OR (d.status = 'in_flight' AND d.lease_until <= %(now)s))
+      AND d.status IN ('pending', 'in_flight') AND d.next_at <= %(now)s
       AND NOT EXISTS (
           SELECT 1 FROM deliveries e
           WHERE e.destination = d.destination AND e.order_key = d.order_key
@@ -42,7 +41,8 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE deliveries
-SET status = 'in_flight', claimed_by = %(worker)s, lease_until = %(lease_until)s, updated_at = %(now)s
+SET status = 'in_flight', claimed_by = %(worker)s, lease_until = %(lease_until)s,
+    next_at = %(lease_until)s, updated_at = %(now)s
 FROM due WHERE deliveries.id = due.id
 RETURNING deliveries.id;
 
@@ -64,13 +64,14 @@ VALUES (%(delivery_id)s, %(started_at)s, %(latency_ms)s, %(outcome)s, %(status_c
         %(response_excerpt)s);
 
 -- name: release
-UPDATE deliveries SET status = 'pending', lease_until = NULL, claimed_by = NULL, updated_at = %(now)s
+UPDATE deliveries
+SET status = 'pending', lease_until = NULL, claimed_by = NULL, next_at = %(now)s,
+    updated_at = %(now)s
 WHERE status = 'in_flight'
   AND (%(all_workers)s OR claimed_by = %(worker)s OR starts_with(claimed_by, %(worker)s || '/'));
 
 -- name: next_due
-SELECT MIN(CASE WHEN status = 'pending' THEN next_at ELSE lease_until END)
-FROM deliveries WHERE status IN ('pending', 'in_flight');
+SELECT MIN(next_at) AS min FROM deliveries WHERE status IN ('pending', 'in_flight');
 
 -- name: get_delivery
 SELECT d.*, e.source, e.event_id, e.type AS event_type, e.payload

@@ -30,12 +30,12 @@ FROM payment_refs WHERE source = :source AND ref = :ref;
 
 -- name: claim
 UPDATE deliveries
-SET status = 'in_flight', claimed_by = :worker, lease_until = :lease_until, updated_at = :now
+SET status = 'in_flight', claimed_by = :worker, lease_until = :lease_until,
+    next_at = :lease_until, updated_at = :now
 WHERE id IN (
     SELECT d.id FROM deliveries d
     WHERE d.destination = :destination
-      AND ((d.status = 'pending' AND d.next_at <= :now)
-           OR (d.status = 'in_flight' AND d.lease_until <= :now))
+      AND d.status IN ('pending', 'in_flight') AND d.next_at <= :now
       AND NOT EXISTS (
           SELECT 1 FROM deliveries e
           WHERE e.destination = d.destination AND e.order_key = d.order_key
@@ -61,13 +61,13 @@ INSERT INTO attempts (delivery_id, started_at, latency_ms, outcome, status_code,
 VALUES (:delivery_id, :started_at, :latency_ms, :outcome, :status_code, :error, :response_excerpt);
 
 -- name: release
-UPDATE deliveries SET status = 'pending', lease_until = NULL, claimed_by = NULL, updated_at = :now
+UPDATE deliveries
+SET status = 'pending', lease_until = NULL, claimed_by = NULL, next_at = :now, updated_at = :now
 WHERE status = 'in_flight'
   AND (:all_workers OR claimed_by = :worker OR substr(claimed_by, 1, length(:worker) + 1) = :worker || '/');
 
 -- name: next_due
-SELECT MIN(CASE WHEN status = 'pending' THEN next_at ELSE lease_until END)
-FROM deliveries WHERE status IN ('pending', 'in_flight');
+SELECT MIN(next_at) FROM deliveries WHERE status IN ('pending', 'in_flight');
 
 -- name: get_delivery
 SELECT d.*, e.source, e.event_id, e.type AS event_type, e.payload

@@ -28,8 +28,12 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error  TEXT,
     UNIQUE (event_pk, destination)
 );
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (destination, status, next_at);
-CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries (destination, order_key, id);
+-- unfinished deliveries only: what the worker claims, and the per-transaction order; an
+-- in-flight delivery's next_at is its lease's end (then it is due again)
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (destination, next_at, id)
+    WHERE status IN ('pending', 'in_flight');
+CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries (destination, order_key, id)
+    WHERE status IN ('pending', 'in_flight');
 CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (status, updated_at);
 
 CREATE TABLE IF NOT EXISTS attempts (

@@ -1,0 +1,125 @@
+"""The expression compiler agrees with jmespath's own interpreter, on every built-in expression."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jmespath
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge import mapping, sources
+from bridge.destinations.common import templates
+
+
+def builtin_expressions() -> list[str]:
+    found: set[str] = set()
+    for kind in sources.SOURCES:
+        for rule in sources.rules(kind).values():
+            found.update(expr.text for expr in rule.fields.values())
+            found.update(skip.when.text for skip in rule.skips)
+
+    def leaves(node: Any) -> None:
+        if isinstance(node, mapping.Expression):
+            found.add(node.text)
+        elif isinstance(node, dict):
+            for child in node.values():
+                leaves(child)
+
+    for kind in ("dub", "umami", "ecommerce", "voucherify"):
+        leaves(templates(kind))
+    return sorted(found)
+
+
+EXTRA = [
+    "a[0].b",
+    "a[-1]",
+    "a[1:3]",
+    "a[?b > `1`].c",
+    "!a",
+    "a | b",
+    "a && b",
+    "a != `null`",
+    "a == `0`",
+    "a == `false`",
+    "a < b",
+    "a >= `2`",
+    "*.a",
+    "a.*",
+    "[a, b][]",
+    "{x: a, y: b}",
+    "length(a)",
+    "a[]",
+    "a[].b[]",
+    "not_null(a, b)",
+    "`[1, 2]`",
+    "@",
+    'a.b.c || `"default"`',
+]
+EXPRESSIONS = builtin_expressions() + EXTRA
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(-2, 2, allow_nan=False),
+    st.sampled_from(["", "x", "paid"]),
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.sampled_from(["a", "b", "c", "data", "object", "id", "amount"]), inner, max_size=4
+        ),
+    ),
+    max_leaves=12,
+)
+
+
+def interpreted(text: str, data: Any) -> tuple[str, Any]:
+    try:
+        return "ok", jmespath.search(text, data, options=mapping._OPTIONS)
+    except jmespath.exceptions.JMESPathError as exc:
+        return "error", type(exc).__name__
+    except TypeError:  # the interpreter crashes ordering a number against a string: null here
+        return "ok", None
+
+
+def compiled(text: str, data: Any) -> tuple[str, Any]:
+    try:
+        return "ok", mapping.compile_expression(text).search(data)
+    except mapping.MappingError:
+        return "error", None
+
+
+def test_the_built_in_tables_have_expressions() -> None:
+    assert len(builtin_expressions()) > 40
+
+
+@pytest.mark.parametrize("text", EXPRESSIONS)
+@settings(max_examples=60, deadline=None)
+@given(data=json_values)
+def test_compiled_expressions_match_the_interpreter(text: str, data: Any) -> None:
+    expected = interpreted(text, data)
+    got = compiled(text, data)
+    assert got[0] == expected[0], (text, data, expected, got)
+    if expected[0] == "ok":
+        assert got[1] == expected[1] and type(got[1]) is type(expected[1]), (
+            text,
+            data,
+            expected,
+            got,
+        )
+
+
+@given(data=json_values)
+def test_truthiness_is_jmespaths(data: Any) -> None:
+    assert mapping.truthy(data) == (jmespath.search('a || `"fallback"`', {"a": data}) == data)
+
+
+def test_zero_is_true_in_jmespath() -> None:
+    assert mapping.truthy(0)
+    assert not mapping.truthy(False)
+    assert not mapping.truthy({})
