@@ -9,7 +9,9 @@ destination never holds up the others and no lease runs out while waiting.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -34,6 +36,7 @@ from bridge.store.base import Finish, Store, StoreUnavailable
 log = structlog.get_logger("bridge.worker")
 
 Clock = Callable[[], float]
+TXN_CACHE = 4096  # transactions kept for the sibling deliveries of the same events
 MAX_DEFER = 0.25  # seconds the worker may wait for a burst of webhooks before a round anyway
 DEFER_STEP = 0.002
 
@@ -81,6 +84,7 @@ class Worker:
         self._limits: dict[str, RateLimit] = {}
         self._policies: dict[str, RetryPolicy] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._txns: collections.OrderedDict[tuple[int, int], Any] = collections.OrderedDict()
         for name, cfg in pipeline.config.destinations.items():
             self._inflight[name] = 0
             self._limits[name] = RateLimit(cfg.rate_limit)
@@ -160,6 +164,18 @@ class Worker:
             log.info("pruned old events", count=pruned)
         return pruned
 
+    def _transaction(self, delivery: Delivery, route: Any, event: ProviderEvent) -> Any:
+        """One event's transaction is built once for all its destinations (a copy each:
+        linking a refund rewrites its id and customer)."""
+        key = (delivery.event_pk, route.index)
+        cached = self._txns.get(key)
+        if cached is None:
+            cached = self.pipeline.transaction(route, event)
+            self._txns[key] = cached
+            if len(self._txns) > TXN_CACHE:
+                self._txns.popitem(last=False)
+        return dataclasses.replace(cached)
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self.wake.set()
@@ -230,7 +246,7 @@ class Worker:
 
         try:
             purchase = None
-            txn = self.pipeline.transaction(route, event)
+            txn = self._transaction(delivery, route, event)
             if txn.kind == "refund":
                 purchase = await self.store.purchase(delivery.source, purchase_refs(txn))
             request = self.pipeline.request(txn, event, delivery.destination, purchase)

@@ -1,0 +1,524 @@
+"""Benchmarks, each figure measured side by side in the same run (ratios, not absolutes).
+
+    python -m bench [--quick] [--soak SECONDS] [--skip NAME ...] [--out bench/results.json]
+
+Needs `wrk` (Debian) for the closed-loop load; everything runs as separate processes on
+127.0.0.1: the bridge (`bridge serve`, one uvicorn worker, SQLite WAL synchronous=FULL),
+the baselines (bench/apps.py), loopback sinks, and the load generators (bench/load.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.load import write_requests, wrk
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "whsec_bench_secret_0123456789"
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextmanager
+def process(
+    args: list[str], ready: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        wait_http(ready)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def table(sink: str, database: str, concurrency: int = 8) -> str:
+    unlimited = f"rate_limit: 10000000, concurrency: {concurrency}"
+    return f"""
+sources:
+  stripe: {{kind: stripe, signing_secrets: ["{SECRET}"]}}
+destinations:
+  dub: {{kind: dub, base_url: "{sink}/dub", api_key: dub_bench_key, {unlimited}}}
+  umami:
+    kind: umami
+    base_url: "{sink}/umami"
+    website_id: 5c0bd4d5-9d31-4c62-8d52-6f3c6b1a0a11
+    hostname: example.com
+    concurrency: {concurrency}
+  shop: {{kind: ecommerce, base_url: "{sink}/shop", api_key: tolk_bench_key, {unlimited}}}
+  voucherify:
+    kind: voucherify
+    base_url: "{sink}/voucherify"
+    app_id: vf-bench-app
+    app_token: vf-bench-token
+    {unlimited.replace(", ", chr(10) + "    ")}
+routes:
+  - {{from: stripe/invoice.paid, to: [dub, umami, shop, voucherify]}}
+storage: {{url: "{database}"}}
+delivery: {{poll_interval: 0.2}}
+"""
+
+
+class Run:
+    def __init__(self, work: Path, quick: bool) -> None:
+        self.work = work
+        self.quick = quick
+        self.seconds = 3 if quick else 6
+        self.results: dict[str, Any] = {}
+        self.n = 0
+
+    def requests(self, count: int) -> Path:
+        self.n += 1
+        path = self.work / f"requests-{self.n}.txt"
+        write_requests(path, SECRET, f"r{self.n}", count)
+        return path
+
+    @contextmanager
+    def sink(self, delay: float = 0.0) -> Iterator[str]:
+        port = free_port()
+        with process(
+            [PY, "-m", "bench.apps", "sink", str(port), str(delay)],
+            f"http://127.0.0.1:{port}/stats",
+        ):
+            yield f"http://127.0.0.1:{port}"
+
+    @contextmanager
+    def bridge(
+        self, sink: str, database: str | None = None, env: dict[str, str] | None = None
+    ) -> Iterator[tuple[str, int]]:
+        self.n += 1
+        config = self.work / f"bridge-{self.n}.yaml"
+        config.write_text(table(sink, database or f"sqlite:///{self.work}/bridge-{self.n}.db"))
+        port = free_port()
+        args = [
+            PY,
+            "-m",
+            "bridge.cli",
+            "--log-format",
+            "json",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+        ]
+        with process(args, f"http://127.0.0.1:{port}/healthz", env) as proc:
+            yield f"http://127.0.0.1:{port}", proc.pid
+
+    def drain(self, bridge: str, timeout: float = 600) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            text = httpx.get(f"{bridge}/metrics", timeout=10).text
+            depth = sum(
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("bridge_queue_depth{")
+            )
+            if depth == 0:
+                return time.monotonic() - start
+            time.sleep(0.1)
+        raise RuntimeError("the backlog did not drain")
+
+    # --- 1. ingest vs the verify-only ceiling -------------------------------------------------
+
+    def ingest(self) -> None:
+        count = 60_000 if not self.quick else 20_000
+        port = free_port()
+        with process(
+            [PY, "-m", "bench.apps", "verify-only", str(port), SECRET],
+            f"http://127.0.0.1:{port}/nope",
+        ):
+            ceiling = wrk(
+                f"http://127.0.0.1:{port}/webhooks/stripe",
+                self.requests(count),
+                connections=64,
+                seconds=self.seconds,
+            )
+        with self.sink() as sink, self.bridge(sink) as (bridge, _pid):
+            ours = wrk(
+                f"{bridge}/webhooks/stripe",
+                self.requests(count),
+                connections=64,
+                seconds=self.seconds,
+            )
+            drained = self.drain(bridge)
+        self.results["ingest"] = {
+            "verify_only": ceiling,
+            "bridge": ours,
+            "rps_ratio": ours["rps"] / ceiling["rps"],
+            "p99_ratio": ours["p99"] / ceiling["p99"],
+            "backlog_drain_seconds": drained,
+            "backlog_deliveries": ours["requests"] * 4,
+        }
+
+    # --- 2. delivery throughput and latency at a fixed load --------------------------------------
+
+    def delivery(self) -> None:
+        events = 3000 if not self.quick else 1000
+        rate = 500.0
+        with self.sink() as sink, self.bridge(sink) as (bridge, _pid):
+            # throughput: a backlog of events, timed from the first to the last delivery
+            file = self.requests(events)
+            wrk(f"{bridge}/webhooks/stripe", file, connections=32, seconds=max(2, events // 1000))
+            httpx.post(f"{sink}/reset")
+            start = time.monotonic()
+            self.drain(bridge)
+            elapsed = time.monotonic() - start
+            delivered = httpx.get(f"{sink}/stats").json()["count"]
+            # latency: a fixed offered load, ingest-to-delivered per event (Dub's request)
+            httpx.post(f"{sink}/reset")
+            out = self.work / "fixed.json"
+            count = int(rate * (5 if self.quick else 10))
+            subprocess.run(
+                [
+                    PY,
+                    "-m",
+                    "bench.load",
+                    f"{bridge}/webhooks/stripe",
+                    SECRET,
+                    "fixed",
+                    str(rate),
+                    str(count),
+                    str(out),
+                ],
+                check=True,
+                timeout=300,
+            )
+            self.drain(bridge)
+            arrivals = httpx.get(f"{sink}/stats").json()["arrivals"]
+        sent = json.loads(out.read_text())
+        latencies = sorted(arrivals[k][0] - t for k, t in sent["sent"].items() if k in arrivals)
+        self.results["delivery"] = {
+            "backlog_deliveries": delivered,
+            "deliveries_per_second": delivered / elapsed if elapsed else None,
+            "fixed_rate": rate,
+            "events": count,
+            "delivered_events": len(latencies),
+            "ingest_to_delivered_p50": latencies[len(latencies) // 2] if latencies else None,
+            "ingest_to_delivered_p99": latencies[int(len(latencies) * 0.99) - 1]
+            if latencies
+            else None,
+            "ack_p50": sent["ack_p50"],
+            "ack_p99": sent["ack_p99"],
+            "load_generator": sent["tool"],
+        }
+
+    # --- 3. against the handler users write instead --------------------------------------------
+
+    def handwritten(self) -> None:
+        count = 5000
+        with self.sink(delay=0.25) as slow:
+            port = free_port()
+            with process(
+                [PY, "-m", "bench.apps", "handwritten", str(port), SECRET, slow],
+                f"http://127.0.0.1:{port}/nope",
+            ):
+                theirs = wrk(
+                    f"http://127.0.0.1:{port}/webhooks/stripe",
+                    self.requests(count),
+                    connections=16,
+                    seconds=self.seconds,
+                )
+            with self.bridge(slow) as (bridge, _pid):
+                ours = wrk(
+                    f"{bridge}/webhooks/stripe",
+                    self.requests(count),
+                    connections=16,
+                    seconds=self.seconds,
+                )
+        self.results["handwritten"] = {
+            "sink_delay": 0.25,
+            "handwritten": theirs,
+            "bridge": ours,
+            "ack_p99_ratio": theirs["p99"] / ours["p99"],
+        }
+
+    # --- 4. memory ------------------------------------------------------------------------------
+
+    def memory(self, soak: float) -> None:
+        total = 100_000 if not self.quick else 20_000
+        with self.sink() as sink, self.bridge(sink) as (bridge, pid):
+            start_rss = rss(pid)
+            sent = 0
+            while sent < total:
+                result = wrk(
+                    f"{bridge}/webhooks/stripe",
+                    self.requests(min(60_000, total - sent)),
+                    connections=64,
+                    seconds=self.seconds * 2,
+                )
+                sent += min(result["requests"], total - sent)
+            self.drain(bridge)
+            after = rss(pid)
+            # soak: a steady load, RSS sampled; the slope of a least-squares line
+            samples: list[tuple[float, int]] = []
+            out = self.work / "soak.json"
+            rate = 200.0
+            loader = subprocess.Popen(
+                [
+                    PY,
+                    "-m",
+                    "bench.load",
+                    f"{bridge}/webhooks/stripe",
+                    SECRET,
+                    "soak",
+                    str(rate),
+                    str(int(rate * soak)),
+                    str(out),
+                ]
+            )
+            begin = time.monotonic()
+            while loader.poll() is None and time.monotonic() - begin < soak + 120:
+                samples.append((time.monotonic() - begin, rss(pid)))
+                time.sleep(max(1.0, soak / 60))
+            loader.wait(timeout=120)
+        slope = least_squares(samples)
+        self.results["memory"] = {
+            "rss_after_start_mb": start_rss / 1024,
+            "events": sent,
+            "rss_after_events_mb": after / 1024,
+            "soak_seconds": soak,
+            "soak_rate": rate,
+            "soak_rss_first_mb": samples[0][1] / 1024 if samples else None,
+            "soak_rss_last_mb": samples[-1][1] / 1024 if samples else None,
+            "soak_slope_kb_per_min": slope * 60 if slope is not None else None,
+        }
+
+    # --- 5. replicas on one PostgreSQL database --------------------------------------------------
+
+    def replicas(self) -> None:
+        sys.path.insert(0, str(ROOT))
+        from tests.pgcluster import Cluster, bindir, new_root
+
+        if bindir() is None:
+            self.results["replicas"] = {"skipped": "no PostgreSQL server binaries"}
+            return
+        cluster = Cluster(new_root())
+        cluster.init()
+        cluster.start()
+        try:
+            figures: dict[str, Any] = {}
+            for replicas in (1, 2):
+                database = f"{cluster.url.rsplit('/', 1)[0]}/bench{replicas}"
+                import psycopg
+
+                with psycopg.connect(cluster.url, autocommit=True) as conn:
+                    conn.execute(f"CREATE DATABASE bench{replicas}")
+                count = 30_000 if not self.quick else 10_000
+                with (
+                    self.sink() as sink,
+                    contextlib_multi(
+                        [
+                            self.bridge(sink, database, {"BRIDGE_WORKER_ID": f"r{i}"})
+                            for i in range(replicas)
+                        ]
+                    ) as bridges,
+                ):
+                    files = [self.requests(count // replicas) for _ in bridges]
+                    procs = [
+                        subprocess.Popen(
+                            [
+                                "wrk",
+                                "-t1",
+                                f"-c{64 // replicas}",
+                                f"-d{self.seconds}s",
+                                "-s",
+                                str(ROOT / "bench" / "wrk.lua"),
+                                f"{url}/webhooks/stripe",
+                                "--",
+                                str(file),
+                                "1",
+                            ],
+                            stdout=subprocess.PIPE,
+                            text=True,
+                        )
+                        for (url, _pid), file in zip(bridges, files, strict=True)
+                    ]
+                    rps = 0.0
+                    for proc in procs:
+                        text, _ = proc.communicate(timeout=self.seconds + 120)
+                        rps += float(text.split("Requests/sec:")[1].split()[0])
+                    httpx.post(f"{sink}/reset")
+                    start = time.monotonic()
+                    self.drain(bridges[0][0])
+                    elapsed = time.monotonic() - start
+                    delivered = httpx.get(f"{sink}/stats").json()["count"]
+                figures[f"{replicas}_replica"] = {
+                    "ingest_rps": rps,
+                    "deliveries_per_second": delivered / elapsed if elapsed else None,
+                }
+            self.results["replicas"] = figures
+        finally:
+            cluster.stop("immediate")
+            shutil.rmtree(cluster.root.parent, ignore_errors=True)
+
+
+@contextmanager
+def contextlib_multi(managers: list[Any]) -> Iterator[list[Any]]:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        yield [stack.enter_context(m) for m in managers]
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def least_squares(points: list[tuple[float, int]]) -> float | None:
+    """KB per second."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    den = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / den if den else None
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = ["figure                                        value          target"]
+
+    def row(name: str, value: Any, target: str = "") -> None:
+        text = f"{value:.3f}" if isinstance(value, float) else str(value)
+        lines.append(f"{name:<46}{text:<15}{target}")
+
+    if "ingest" in results:
+        i = results["ingest"]
+        row("ingest: verify-only req/s", i["verify_only"]["rps"])
+        row("ingest: bridge req/s", i["bridge"]["rps"])
+        row("ingest: req/s ratio (bridge / ceiling)", i["rps_ratio"], ">= 0.5")
+        row(
+            "ingest: verify-only p50 / p99 (ms)",
+            f"{i['verify_only']['p50'] * 1e3:.1f} / {i['verify_only']['p99'] * 1e3:.1f}",
+        )
+        row(
+            "ingest: bridge p50 / p99 (ms)",
+            f"{i['bridge']['p50'] * 1e3:.1f} / {i['bridge']['p99'] * 1e3:.1f}",
+        )
+        row("ingest: p99 ratio", i["p99_ratio"], "<= 2.5")
+        row(
+            "ingest: backlog drain (s) for deliveries",
+            f"{i['backlog_drain_seconds']:.1f} for {i['backlog_deliveries']}",
+        )
+    if "delivery" in results:
+        d = results["delivery"]
+        row("delivery: deliveries/s (one process)", d["deliveries_per_second"], ">= 3000")
+        row(
+            "delivery: ingest->delivered p50 @500/s (ms)",
+            (d["ingest_to_delivered_p50"] or 0) * 1e3,
+            "<= 20",
+        )
+        row(
+            "delivery: ingest->delivered p99 @500/s (ms)", (d["ingest_to_delivered_p99"] or 0) * 1e3
+        )
+        row(
+            "delivery: ack p50 / p99 @500/s (ms)",
+            f"{d['ack_p50'] * 1e3:.1f} / {d['ack_p99'] * 1e3:.1f}",
+        )
+    if "handwritten" in results:
+        h = results["handwritten"]
+        row("vs handwritten: their ack p99 (ms)", h["handwritten"]["p99"] * 1e3)
+        row("vs handwritten: bridge ack p99 (ms)", h["bridge"]["p99"] * 1e3)
+        row("vs handwritten: ratio", h["ack_p99_ratio"], ">= 100")
+    if "memory" in results:
+        m = results["memory"]
+        row("memory: RSS after start (MB)", m["rss_after_start_mb"])
+        row(f"memory: RSS after {m['events']} events (MB)", m["rss_after_events_mb"])
+        row(
+            f"memory: soak {m['soak_seconds']:.0f}s slope (KB/min)",
+            m["soak_slope_kb_per_min"],
+            "flat",
+        )
+    if "replicas" in results:
+        for name, figures in results["replicas"].items():
+            if isinstance(figures, dict):
+                row(f"postgres {name}: ingest req/s", figures["ingest_rps"])
+                row(f"postgres {name}: deliveries/s", figures["deliveries_per_second"])
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="shorter runs (a smoke check of the bench)"
+    )
+    parser.add_argument(
+        "--soak", type=float, default=120.0, help="soak seconds (the issue's figure: 600)"
+    )
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["ingest", "delivery", "handwritten", "memory", "replicas"],
+    )
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench needs wrk: apt-get install wrk")
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as work:
+        run = Run(Path(work), args.quick)
+        for name in ("ingest", "delivery", "handwritten", "memory", "replicas"):
+            if name in args.skip:
+                continue
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            if name == "memory":
+                run.memory(args.soak)
+            else:
+                getattr(run, name)()
+        run.results["machine"] = {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "when": time.strftime("%Y-%m-%d %H:%M"),
+        }
+        Path(args.out).write_text(json.dumps(run.results, indent=2))
+        print(report(run.results))
+        print(f"\n(written to {args.out})")
+
+
+if __name__ == "__main__":
+    main()
