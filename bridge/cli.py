@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 import time
@@ -63,8 +64,10 @@ def _load(path: str | None) -> config_module.Config:
 @app.command()
 def serve(
     config: ConfigOption = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on.", envvar="BRIDGE_HOST")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", envvar="BRIDGE_PORT")] = 8000,
 ) -> None:
     """Receive webhooks and deliver them (the worker runs in this process)."""
     import uvicorn
@@ -73,6 +76,11 @@ def serve(
 
     loaded = _load(config)
     application = create_app(loaded)
+    # everything loaded so far lives as long as the process: keep the collector off it, and
+    # collect the young generation less often (each request makes many short-lived objects)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler
     # that was there before it: make that one a clean exit, as a container's PID 1 should.
     signal.signal(signal.SIGTERM, _exit_zero)
