@@ -43,6 +43,15 @@ def fixture(name: str) -> dict[str, Any]:
     return data
 
 
+def numbered_invoice(n: int, prefix: str) -> bytes:
+    """invoice.paid with its own event id (evt_P_N), invoice (in_P_N) and customer (cus_P_N)."""
+    payload = fixture("invoice.paid.json")
+    payload["id"] = f"evt_{prefix}_{n}"
+    payload["data"]["object"]["id"] = f"in_{prefix}_{n}"
+    payload["data"]["object"]["customer"] = f"cus_{prefix}_{n}"
+    return json.dumps(payload).encode()
+
+
 def table_yaml(
     sinks_url: str,
     database: Path,

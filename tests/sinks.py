@@ -338,3 +338,15 @@ class Sinks:
                 self.wfile.write(data)
 
         return Handler
+
+
+def invoice_key(destination: str, body: Any) -> str:
+    """The invoice a delivery of a numbered invoice.paid (tests.conftest.numbered_invoice) is
+    about, whatever the destination's body looks like."""
+    if destination == "dub":
+        return str(body["invoiceId"])
+    if destination == "umami":
+        return str(body["payload"]["id"]).replace("cus_", "in_")
+    if destination == "shop":
+        return str(body["transaction_id"])
+    return str(body["metadata"]["transaction_id"])

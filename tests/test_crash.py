@@ -5,44 +5,24 @@ Duplicates appear only across a kill (answered by the destination, not yet recor
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import BridgeProcess, fixture_bytes, stripe_headers
-from tests.sinks import Sinks
+from tests.conftest import BridgeProcess, numbered_invoice, stripe_headers
+from tests.sinks import Sinks, invoice_key
 
 pytestmark = pytest.mark.slow
 
 KILLS = 4
 PER_ROUND = 25
 SLACK = 1.0
-
-
-def event(n: int) -> bytes:
-    payload = json.loads(fixture_bytes("invoice.paid.json"))
-    payload["id"] = f"evt_crash_{n}"
-    payload["data"]["object"]["id"] = f"in_crash_{n}"
-    payload["data"]["object"]["customer"] = f"cus_crash_{n}"
-    return json.dumps(payload).encode()
-
-
-def key(destination: str, body: Any) -> str:
-    if destination == "dub":
-        return str(body["invoiceId"])
-    if destination == "umami":
-        return str(body["payload"]["id"]).replace("cus_", "in_")
-    if destination == "shop":
-        return str(body["transaction_id"])
-    return str(body["metadata"]["transaction_id"])
 
 
 def test_kill_9_loses_no_acknowledged_event(tmp_path: Path, sinks: Sinks, table: Path) -> None:
@@ -63,7 +43,7 @@ def test_kill_9_loses_no_acknowledged_event(tmp_path: Path, sinks: Sinks, table:
                 for i in range(start, start + PER_ROUND):
                     if stop.is_set():
                         return
-                    body = event(i)
+                    body = numbered_invoice(i, "crash")
                     try:
                         response = client.post(
                             f"{bridge.url}/webhooks/stripe",
@@ -92,7 +72,7 @@ def test_kill_9_loses_no_acknowledged_event(tmp_path: Path, sinks: Sinks, table:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             got = {
-                d: {key(d, b) for b in sinks.bodies(d)}
+                d: {invoice_key(d, b) for b in sinks.bodies(d)}
                 for d in ("dub", "umami", "shop", "voucherify")
             }
             if all(expected <= keys for keys in got.values()):
@@ -108,7 +88,7 @@ def test_kill_9_loses_no_acknowledged_event(tmp_path: Path, sinks: Sinks, table:
         # duplicates only where a kill fell between the destination's answer and the bridge's record
         seen: dict[tuple[str, str], list[float]] = defaultdict(list)
         for received in sinks.received:
-            seen[(received.destination, key(received.destination, received.body))].append(
+            seen[(received.destination, invoice_key(received.destination, received.body))].append(
                 received.at
             )
         for (destination, k), times in seen.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
@@ -13,34 +12,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import BridgeProcess, fixture_bytes, stripe_headers, table_yaml
-from tests.sinks import Sinks
+from tests.conftest import BridgeProcess, numbered_invoice, stripe_headers, table_yaml
+from tests.sinks import Sinks, invoice_key
 
 pytestmark = pytest.mark.slow
 
 DESTINATIONS = ("dub", "umami", "shop", "voucherify")
 
 
-def event(n: int, prefix: str) -> bytes:
-    payload = json.loads(fixture_bytes("invoice.paid.json"))
-    payload["id"] = f"evt_{prefix}_{n}"
-    payload["data"]["object"]["id"] = f"in_{prefix}_{n}"
-    payload["data"]["object"]["customer"] = f"cus_{prefix}_{n}"
-    return json.dumps(payload).encode()
-
-
-def key(destination: str, body: Any) -> str:
-    if destination == "dub":
-        return str(body["invoiceId"])
-    if destination == "umami":
-        return str(body["payload"]["id"]).replace("cus_", "in_")
-    if destination == "shop":
-        return str(body["transaction_id"])
-    return str(body["metadata"]["transaction_id"])
-
-
 def received(sinks: Sinks) -> Counter[tuple[str, str]]:
-    return Counter((r.destination, key(r.destination, r.body)) for r in sinks.received)
+    return Counter((r.destination, invoice_key(r.destination, r.body)) for r in sinks.received)
 
 
 def wait_delivered(sinks: Sinks, invoices: set[str], timeout: float = 60) -> None:
@@ -74,7 +55,7 @@ def test_two_replicas_share_the_work_and_survive_a_kill_9(tmp_path: Path, pg_url
             acked: set[str] = set()
             with httpx.Client(timeout=10) as client:
                 for n in range(40):
-                    body = event(n, "both")
+                    body = numbered_invoice(n, "both")
                     for bridge in (a, b) if n % 5 == 0 else ((a, b)[n % 2],):
                         response = client.post(
                             f"{bridge.url}/webhooks/stripe",
@@ -100,7 +81,7 @@ def test_two_replicas_share_the_work_and_survive_a_kill_9(tmp_path: Path, pg_url
                     for n in range(60):
                         if stop.is_set():
                             return
-                        body = event(n, prefix)
+                        body = numbered_invoice(n, prefix)
                         try:
                             response = client.post(
                                 f"{bridge.url}/webhooks/stripe",
@@ -131,13 +112,14 @@ def test_two_replicas_share_the_work_and_survive_a_kill_9(tmp_path: Path, pg_url
             time.sleep(0.5)
             # a delivery sent twice is one the killed replica had sent but not recorded
             late = [r for r in sinks.received[before_kill:]]
-            twice = Counter((r.destination, key(r.destination, r.body)) for r in late)
+            twice = Counter((r.destination, invoice_key(r.destination, r.body)) for r in late)
             for (destination, invoice), count in twice.items():
                 if count > 1:
                     times = [
                         r.at
                         for r in late
-                        if r.destination == destination and key(destination, r.body) == invoice
+                        if r.destination == destination
+                        and invoice_key(destination, r.body) == invoice
                     ]
                     assert count == 2 and times[0] - 1.0 <= killed_at <= times[1], (
                         destination,
@@ -162,7 +144,7 @@ def test_the_database_restarting_gives_503s_and_loses_nothing(
             with httpx.Client(timeout=10) as client:
 
                 def post(n: int) -> int:
-                    body = event(n, "restart")
+                    body = numbered_invoice(n, "restart")
                     response = client.post(
                         f"{bridge.url}/webhooks/stripe", content=body, headers=stripe_headers(body)
                     )

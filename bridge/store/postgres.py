@@ -25,6 +25,7 @@ import structlog
 from psycopg.rows import dict_row
 
 from bridge.model import Attempt, Customer, Delivery, Purchase
+from bridge.store import params
 from bridge.store.base import Finish, Ingest, QueueStats, StoredEvent, StoreUnavailable
 from bridge.store.migrations import behind, pending
 from bridge.store.rows import attempt_from_row, delivery_from_row
@@ -159,63 +160,26 @@ class PostgresStore:
 
     async def ingest(self, item: Ingest, now: float) -> bool:
         sql = self._sql
-        event = item.event
         async with self._tx() as conn:
-            row = await (
-                await conn.execute(
-                    sql["insert_event"],
-                    {
-                        "source": event.source,
-                        "event_id": event.id,
-                        "type": event.type,
-                        "received_at": now,
-                        "payload": item.body,
-                    },
-                )
-            ).fetchone()
+            cursor = await conn.execute(sql["insert_event"], params.event_row(item, now))
+            row = await cursor.fetchone()
             if row is None:
                 return False
             resolved = None
             for ref in item.link_refs:
                 found = await (
-                    await conn.execute(sql["find_ref"], {"source": event.source, "ref": ref})
+                    await conn.execute(sql["find_ref"], {"source": item.event.source, "ref": ref})
                 ).fetchone()
                 if found is not None:
                     resolved = found["txn_id"]
                     break
-            fallback = resolved or (item.link_refs[0] if item.link_refs else event.id)
             async with conn.cursor() as cur:
                 await cur.executemany(
-                    sql["insert_delivery"],
-                    [
-                        {
-                            "event_pk": row["id"],
-                            "route": d.route,
-                            "destination": d.destination,
-                            "order_key": d.order_key or fallback,
-                            "now": now,
-                        }
-                        for d in item.deliveries
-                    ],
+                    sql["insert_delivery"], params.delivery_rows(item, row["id"], resolved, now)
                 )
-                if item.purchase is not None:
-                    customer = item.purchase.customer
-                    await cur.executemany(
-                        sql["remember_ref"],
-                        [
-                            {
-                                "source": event.source,
-                                "ref": ref,
-                                "txn_id": item.purchase.txn_id,
-                                "customer_id": customer.id,
-                                "external_id": customer.external_id,
-                                "email": customer.email,
-                                "name": customer.name,
-                                "now": now,
-                            }
-                            for ref in item.remember
-                        ],
-                    )
+                refs = params.ref_rows(item, now)
+                if refs:
+                    await cur.executemany(sql["remember_ref"], refs)
             destinations = ",".join(sorted({d.destination for d in item.deliveries}))
             await conn.execute(sql["notify"], {"destinations": destinations})
             return True
@@ -253,36 +217,12 @@ class PostgresStore:
         return [delivery_from_row(row) for row in rows]
 
     async def finish(self, item: Finish, now: float) -> bool:
-        sql = self._sql
+        attempt = params.attempt_row(item)
         async with self._tx() as conn:
-            changed = (
-                await conn.execute(
-                    sql["finish"],
-                    {
-                        "id": item.delivery_id,
-                        "worker": item.worker,
-                        "status": str(item.status),
-                        "counted": 1 if item.attempt is not None else 0,
-                        "next_at": item.next_at,
-                        "error": item.error,
-                        "now": now,
-                    },
-                )
-            ).rowcount
-            if changed and item.attempt is not None:
-                a = item.attempt
-                await conn.execute(
-                    sql["insert_attempt"],
-                    {
-                        "delivery_id": a.delivery_id,
-                        "started_at": a.started_at,
-                        "latency_ms": a.latency_ms,
-                        "outcome": a.outcome,
-                        "status_code": a.status_code,
-                        "error": a.error,
-                        "response_excerpt": a.response_excerpt,
-                    },
-                )
+            finished = await conn.execute(self._sql["finish"], params.finish_row(item, now))
+            changed = finished.rowcount
+            if changed and attempt is not None:
+                await conn.execute(self._sql["insert_attempt"], attempt)
         return bool(changed)
 
     async def release(self, worker: str | None, now: float) -> int:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from bridge import metrics
 from bridge.model import Attempt, Customer, Delivery, Purchase
+from bridge.store import params
 from bridge.store.base import Finish, Ingest, QueueStats, StoredEvent, StoreUnavailable
 from bridge.store.migrations import behind, pending
 from bridge.store.rows import attempt_from_row, delivery_from_row
@@ -195,61 +196,23 @@ class SQLiteStore:
 
     async def ingest(self, item: Ingest, now: float) -> bool:
         sql = self._sql
-        event = item.event
 
         def op(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                sql["insert_event"],
-                {
-                    "source": event.source,
-                    "event_id": event.id,
-                    "type": event.type,
-                    "received_at": now,
-                    "payload": item.body,
-                },
-            ).fetchone()
+            row = conn.execute(sql["insert_event"], params.event_row(item, now)).fetchone()
             if row is None:
                 return False
             resolved = None
             for ref in item.link_refs:
                 found = conn.execute(
-                    sql["find_ref"], {"source": event.source, "ref": ref}
+                    sql["find_ref"], {"source": item.event.source, "ref": ref}
                 ).fetchone()
                 if found is not None:
                     resolved = found["txn_id"]
                     break
-            fallback = resolved or (item.link_refs[0] if item.link_refs else event.id)
             conn.executemany(
-                sql["insert_delivery"],
-                [
-                    {
-                        "event_pk": row[0],
-                        "route": d.route,
-                        "destination": d.destination,
-                        "order_key": d.order_key or fallback,
-                        "now": now,
-                    }
-                    for d in item.deliveries
-                ],
+                sql["insert_delivery"], params.delivery_rows(item, row[0], resolved, now)
             )
-            if item.purchase is not None:
-                customer = item.purchase.customer
-                conn.executemany(
-                    sql["remember_ref"],
-                    [
-                        {
-                            "source": event.source,
-                            "ref": ref,
-                            "txn_id": item.purchase.txn_id,
-                            "customer_id": customer.id,
-                            "external_id": customer.external_id,
-                            "email": customer.email,
-                            "name": customer.name,
-                            "now": now,
-                        }
-                        for ref in item.remember
-                    ],
-                )
+            conn.executemany(sql["remember_ref"], params.ref_rows(item, now))
             return True
 
         stored = await self._call(op)
@@ -300,34 +263,12 @@ class SQLiteStore:
 
     async def finish(self, item: Finish, now: float) -> bool:
         sql = self._sql
+        attempt = params.attempt_row(item)
 
         def op(conn: sqlite3.Connection) -> bool:
-            changed = conn.execute(
-                sql["finish"],
-                {
-                    "id": item.delivery_id,
-                    "worker": item.worker,
-                    "status": str(item.status),
-                    "counted": 1 if item.attempt is not None else 0,
-                    "next_at": item.next_at,
-                    "error": item.error,
-                    "now": now,
-                },
-            ).rowcount
-            if changed and item.attempt is not None:
-                a = item.attempt
-                conn.execute(
-                    sql["insert_attempt"],
-                    {
-                        "delivery_id": a.delivery_id,
-                        "started_at": a.started_at,
-                        "latency_ms": a.latency_ms,
-                        "outcome": a.outcome,
-                        "status_code": a.status_code,
-                        "error": a.error,
-                        "response_excerpt": a.response_excerpt,
-                    },
-                )
+            changed = conn.execute(sql["finish"], params.finish_row(item, now)).rowcount
+            if changed and attempt is not None:
+                conn.execute(sql["insert_attempt"], attempt)
             return bool(changed)
 
         return await self._call(op)
