@@ -1,0 +1,68 @@
+"""Versioned migrations on both backends: `bridge migrate`, migrate off, a newer schema."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bridge.cli import app
+from bridge.store import StoreUnavailable, connect
+from bridge.store.migrations import SchemaError, latest
+from tests.conftest import table_yaml
+
+
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return f"sqlite:///{tmp_path}/m.db"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return backend_url(request, tmp_path)
+
+
+def open_close(url: str, migrate: bool) -> None:
+    async def run() -> None:
+        store = connect(url, migrate=migrate)
+        await store.open()
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_an_unmigrated_database_is_refused_when_migration_is_off(url: str) -> None:
+    with pytest.raises(SchemaError, match="run `bridge migrate`"):
+        open_close(url, migrate=False)
+
+
+def test_bridge_migrate_then_a_store_that_does_not_migrate_opens(url: str, tmp_path: Path) -> None:
+    table = tmp_path / "bridge.yaml"
+    table.write_text(table_yaml("http://127.0.0.1:9", tmp_path / "unused.db"))
+    result = CliRunner().invoke(
+        app, ["migrate", "--config", str(table)], env={"BRIDGE_DATABASE_URL": url}
+    )
+    assert result.exit_code == 0, result.output
+    backend = "postgres" if url.startswith("postgres") else "sqlite"
+    assert f"schema at version {latest(backend)} ({backend})" in result.stdout
+    open_close(url, migrate=False)
+    open_close(url, migrate=True)  # idempotent
+
+
+def test_a_newer_schema_is_refused(url: str) -> None:
+    open_close(url, migrate=True)
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (999, 0)")
+    else:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (999, 0)")
+    with pytest.raises(StoreUnavailable, match="newer than this bridge"):
+        open_close(url, migrate=True)
