@@ -92,7 +92,11 @@ def create_app(
     run_worker: bool = True,
 ) -> Starlette:
     pipe = Pipeline(config)
-    the_store = store if store is not None else connect(config.database_url, config.storage.migrate)
+    the_store = (
+        store
+        if store is not None
+        else connect(config.database_url, config.storage.migrate, config.storage.synchronous)
+    )
     state: dict[str, Any] = {"stopping": False, "receiving": 0}
     worker = Worker(
         pipe, the_store, clock=clock, transport=transport, busy=lambda: state["receiving"] > 0

@@ -313,6 +313,9 @@ class StorageConfig(_Model):
     url: str = DEFAULT_DATABASE
     # apply pending schema migrations at start-up (else: `bridge migrate` first)
     migrate: bool = True
+    # SQLite: FULL (the default) makes an acknowledged event survive power loss or an OS crash;
+    # NORMAL only a crash of the process (faster commits, an explicit opt-in)
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
 
 class DeliveryConfig(_Model):

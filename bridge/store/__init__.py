@@ -16,10 +16,10 @@ __all__ = [
 ]
 
 
-def connect(url: str, migrate: bool = True) -> Store:
+def connect(url: str, migrate: bool = True, synchronous: str = "FULL") -> Store:
     """``sqlite:///path`` or ``postgresql://...`` (needs the ``postgres`` extra)."""
     if url.startswith("sqlite:///"):
-        return SQLiteStore(url, migrate=migrate)
+        return SQLiteStore(url, synchronous=synchronous, migrate=migrate)
     if url.startswith(("postgresql://", "postgres://")):
         try:
             from bridge.store.postgres import PostgresStore

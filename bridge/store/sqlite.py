@@ -29,6 +29,7 @@ from bridge.store.sql import queries
 
 T = TypeVar("T")
 _BATCH = 512
+_SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}  # nothing else reaches the PRAGMA
 _VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_version "
     "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
@@ -105,7 +106,7 @@ class SQLiteStore:
         try:
             conn.row_factory = sqlite3.Row
             conn.executescript(self._sql["pragmas"])
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.synchronous]}")
             # a newer bridge's database is refused before anything here touches it
             has_versions = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
