@@ -158,6 +158,7 @@ def create_app(
             remember=plan.remember,
             purchase=plan.purchase,
             link_refs=plan.link_refs,
+            cumulative=plan.cumulative,
         )
         try:
             stored = await the_store.ingest(item, clock())

@@ -339,6 +339,9 @@ class TransactionRule:
     kind: str  # "sale" | "refund"
     fields: Mapping[str, Expression]
     skips: tuple[Skip, ...] = ()
+    # the amount is the order's refunded total so far: the bridge sends the delta from what it
+    # recorded before (the order key is the transaction id, else its first reference)
+    cumulative: bool = False
 
 
 def skip_reason(rule: TransactionRule, event: ProviderEvent) -> str | None:

@@ -159,6 +159,8 @@ class Delivery:
     window_at: float  # when the current retry window opened (creation, or the last redrive)
     last_error: str | None
     payload: dict[str, Any] | None = None
+    # for a cumulative refund: what its order had refunded before it (the delta is sent)
+    refund_baseline: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ class Plan:
     remember: list[str] = field(default_factory=list)
     purchase: Purchase | None = None
     link_refs: list[str] = field(default_factory=list)
+    cumulative: tuple[str, int] | None = None
 
 
 class Pipeline:
@@ -101,6 +102,9 @@ class Pipeline:
                     plan.remember = list(dict.fromkeys([txn.id, *txn.refs]))
                 elif txn.kind == "refund" and not txn.id:
                     plan.link_refs = txn.refs
+                order = txn.id or (txn.refs[0] if txn.refs else None)
+                if rule.cumulative and order and plan.cumulative is None:
+                    plan.cumulative = (order, txn.amount)
             for name in route.to:
                 if name not in seen:
                     seen.add(name)

@@ -247,6 +247,14 @@ class Worker:
         try:
             purchase = None
             txn = self._transaction(delivery, route, event)
+            if delivery.refund_baseline:
+                # a cumulative refund: only what was refunded since the last one is new
+                txn.amount -= delivery.refund_baseline
+                if txn.amount <= 0:
+                    raise Skipped(
+                        "refund already counted: the order's refunded total did not grow "
+                        f"past the {delivery.refund_baseline} already sent"
+                    )
             if txn.kind == "refund":
                 purchase = await self.store.purchase(delivery.source, purchase_refs(txn))
             request = self.pipeline.request(txn, event, delivery.destination, purchase)

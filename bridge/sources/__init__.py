@@ -48,5 +48,6 @@ def rules(kind: str) -> dict[str, mapping.TransactionRule]:
             for s in raw.get("skip") or []
         )
         fields = {name: mapping.compile_expression(expr) for name, expr in raw["fields"].items()}
-        out[event_type] = mapping.TransactionRule(raw["kind"], fields, skips)
+        cumulative = str(raw.get("cumulative", "false")).lower() == "true"
+        out[event_type] = mapping.TransactionRule(raw["kind"], fields, skips, cumulative)
     return out

@@ -17,8 +17,9 @@ later change of the same object is a new event.
 - ``subscription_payment_success``: a subscription invoice; counted unless its
   ``billing_reason`` is ``initial`` (the first payment is also an order).
 - ``order_refunded`` / ``subscription_payment_refunded``: carry the object's
-  CUMULATIVE ``refunded_amount``. The bridge sends that total, which is the
-  refund's own amount only for the object's first refund, and logs a warning.
+  CUMULATIVE ``refunded_amount``. The bridge records each object's refunded total
+  and sends the delta (a refund from before the bridge was set up counts in the
+  first delta it sees; a total that did not grow sends nothing).
 
 Custom checkout data arrives in ``meta.custom_data`` (``dubCustomerExternalId``
 names the Dub customer). Lemon Squeezy is not one of Dub's processors: Dub is
@@ -40,7 +41,6 @@ from bridge.sources import common
 from bridge.sources.base import BadEvent, SignatureError
 
 SIGNATURE_HEADER = "x-signature"
-CUMULATIVE_REFUNDS = ("order_refunded", "subscription_payment_refunded")
 
 
 class LemonSqueezySource:
@@ -83,16 +83,6 @@ class LemonSqueezySource:
         if len(event_id) > common.ID_LIMIT:
             event_id = common.digest_of(parts).hex()
         created = mapping.unix_seconds(changed)
-        if event_type in CUMULATIVE_REFUNDS:
-            common.log.warning(
-                f"lemonsqueezy {event_type} carries only the cumulative refunded_amount: a "
-                "route that takes it sends that total, right only for the first refund",
-                source=self.name,
-                event_id=event_id,
-                object_id=data.get("id"),
-                refunded_amount=attributes.get("refunded_amount"),
-                total=attributes.get("total"),
-            )
         return ProviderEvent(self.name, event_id, event_type, created, body)
 
     def sign(self, body: bytes, now: float) -> dict[str, str]:

@@ -23,9 +23,9 @@ The body is ``{"type": "order.paid", "timestamp": "...", "data": {...}}``:
   events by the refund (``refund:<id>:succeeded``), not by ``webhook-id``: the
   second one is a duplicate.
 - ``order.refunded``: sent once per refund, but carries only the order's
-  CUMULATIVE ``refunded_amount`` (plus ``refunded_tax_amount``). The bridge sends
-  that total, which is this refund's amount only for an order's first refund,
-  and logs a warning each time. Route ``refund.*`` OR ``order.refunded``, never both.
+  CUMULATIVE ``refunded_amount`` (plus ``refunded_tax_amount``). The bridge records
+  each order's refunded total and sends the delta. Route ``refund.*`` OR
+  ``order.refunded``, never both.
 
 Amounts are integers in minor units (ISO exponents). Dub is told
 ``paymentProcessor: polar``.
@@ -74,17 +74,6 @@ class PolarSource:
             if refund_id is not None and len(refund_id) < 200:
                 key = f"refund:{refund_id}:succeeded"
                 return ProviderEvent(event.source, key, event.type, event.created, event.payload)
-        if event.type == "order.refunded":
-            common.log.warning(
-                "polar order.refunded carries only the order's cumulative refunded amount: "
-                "a route that takes it sends that total, right only for the order's first "
-                "refund (route refund.created and refund.updated for exact amounts)",
-                source=self.name,
-                event_id=event.id,
-                order_id=data.get("id"),
-                refunded_amount=data.get("refunded_amount"),
-                status=data.get("status"),
-            )
         return event
 
     def sign(self, body: bytes, now: float) -> dict[str, str]:

@@ -31,6 +31,9 @@ class Ingest:
     purchase: Purchase | None = None
     # refund without a known purchase id: refs to resolve into the order key
     link_refs: list[str] = field(default_factory=list)
+    # a refund that carries its order's CUMULATIVE refunded total: (order key, total); the
+    # store records what was refunded before it as the event's baseline, in the same commit
+    cumulative: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)

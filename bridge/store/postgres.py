@@ -180,6 +180,14 @@ class PostgresStore:
                 refs = params.ref_rows(item, now)
                 if refs:
                     await cur.executemany(sql["remember_ref"], refs)
+            if item.cumulative is not None:
+                key = {"source": item.event.source, "ref": item.cumulative[0]}
+                before = await (await conn.execute(sql["refund_total"], key)).fetchone()
+                baseline = before["refunded"] if before is not None else 0
+                await conn.execute(sql["set_baseline"], {"baseline": baseline, "id": row["id"]})
+                await conn.execute(
+                    sql["set_refund_total"], {**key, "refunded": item.cumulative[1], "now": now}
+                )
             destinations = ",".join(sorted({d.destination for d in item.deliveries}))
             await conn.execute(sql["notify"], {"destinations": destinations})
             return True
@@ -301,4 +309,5 @@ class PostgresStore:
                 await conn.execute(self._sql["prune_events"], {"before": events_before})
             ).rowcount
             await conn.execute(self._sql["prune_refs"], {"before": refs_before})
+            await conn.execute(self._sql["prune_refund_totals"], {"before": refs_before})
         return pruned

@@ -27,6 +27,7 @@ def delivery_from_row(row: Any) -> Delivery:
         window_at=row["window_at"],
         last_error=row["last_error"],
         payload=None if payload is None else json.loads(payload),
+        refund_baseline=row["refund_baseline"],
     )
 
 

@@ -214,6 +214,14 @@ class SQLiteStore:
                 sql["insert_delivery"], params.delivery_rows(item, row[0], resolved, now)
             )
             conn.executemany(sql["remember_ref"], params.ref_rows(item, now))
+            if item.cumulative is not None:
+                key = {"source": item.event.source, "ref": item.cumulative[0]}
+                before = conn.execute(sql["refund_total"], key).fetchone()
+                baseline = before["refunded"] if before is not None else 0
+                conn.execute(sql["set_baseline"], {"baseline": baseline, "id": row[0]})
+                conn.execute(
+                    sql["set_refund_total"], {**key, "refunded": item.cumulative[1], "now": now}
+                )
             return True
 
         stored = await self._call(op)
@@ -350,6 +358,7 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> int:
             pruned = conn.execute(sql["prune_events"], {"before": events_before}).rowcount
             conn.execute(sql["prune_refs"], {"before": refs_before})
+            conn.execute(sql["prune_refund_totals"], {"before": refs_before})
             return int(pruned)
 
         return await self._call(op)

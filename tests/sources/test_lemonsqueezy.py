@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from structlog.testing import capture_logs
 
+from bridge import sources
 from bridge.model import Item
 from bridge.sources.base import BadEvent, SignatureError
 from tests.sources.support import (
@@ -182,9 +182,8 @@ def test_a_renewal_invoice_is_a_sale_and_the_initial_one_is_skipped() -> None:
     )
 
 
-def test_order_refunded_sends_the_cumulative_amount_with_a_warning() -> None:
-    with capture_logs() as logs:
-        txn = transaction(SOURCE, fixture("lemonsqueezy", "order_refunded.json"))
+def test_order_refunded_is_cumulative_the_bridge_sends_deltas() -> None:
+    txn = transaction(SOURCE, fixture("lemonsqueezy", "order_refunded.json"))
     assert summary(txn) == {
         "kind": "refund",
         "processor": "custom",
@@ -197,9 +196,9 @@ def test_order_refunded_sends_the_cumulative_amount_with_a_warning() -> None:
         "refund_id": None,
         "refs": ["orders:4821007"],
     }
-    [warning] = [log for log in logs if log["log_level"] == "warning"]
-    assert "cumulative" in warning["event"]
-    assert (warning["refunded_amount"], warning["total"]) == (5292, 5292)
+    # the rule says the amount is a running total: the worker subtracts what was sent before
+    # (tests/test_cumulative_refunds.py)
+    assert sources.rules("lemonsqueezy")["order_refunded"].cumulative
 
 
 # --- what the destinations receive, through `bridge explain --json` ---------------------------

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from structlog.testing import capture_logs
 
+from bridge import sources
 from bridge.model import Item
 from bridge.sources.base import BadEvent, SignatureError
 from tests.sources.support import (
@@ -258,9 +258,8 @@ def test_a_pending_refund_sends_nothing_and_keeps_its_webhook_id() -> None:
     assert SOURCE.event(payload, {"webhook-id": "msg_d"}).id == "msg_d"
 
 
-def test_order_refunded_sends_the_cumulative_amount_with_a_warning() -> None:
-    with capture_logs() as logs:
-        txn = transaction(SOURCE, fixture("polar", "order.refunded.json"), {"webhook-id": "msg_e"})
+def test_order_refunded_is_cumulative_the_bridge_sends_deltas() -> None:
+    txn = transaction(SOURCE, fixture("polar", "order.refunded.json"), {"webhook-id": "msg_e"})
     assert summary(txn) == {
         "kind": "refund",
         "processor": "polar",
@@ -279,9 +278,9 @@ def test_order_refunded_sends_the_cumulative_amount_with_a_warning() -> None:
         "refs": ["5f4a3c1e-8b2d-4e6f-9a7c-1d0e2f3a4b5c"],
     }
     assert txn.tax == 200
-    [warning] = [log for log in logs if log["log_level"] == "warning"]
-    assert "cumulative" in warning["event"]
-    assert (warning["event_id"], warning["refunded_amount"]) == ("msg_e", 1000)
+    # the rule says the amount is a running total: the worker subtracts what was sent before
+    # (tests/test_cumulative_refunds.py)
+    assert sources.rules("polar")["order.refunded"].cumulative
 
 
 # --- what the destinations receive, through `bridge explain --json` ---------------------------

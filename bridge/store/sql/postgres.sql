@@ -23,6 +23,18 @@ ON CONFLICT (source, ref) DO UPDATE SET
     external_id = excluded.external_id, email = excluded.email, name = excluded.name,
     created_at = excluded.created_at;
 
+-- name: refund_total
+SELECT refunded FROM refund_totals WHERE source = %(source)s AND ref = %(ref)s FOR UPDATE;
+
+-- name: set_refund_total
+INSERT INTO refund_totals (source, ref, refunded, updated_at)
+VALUES (%(source)s, %(ref)s, %(refunded)s, %(now)s)
+ON CONFLICT (source, ref) DO UPDATE SET
+    refunded = GREATEST(refund_totals.refunded, excluded.refunded), updated_at = excluded.updated_at;
+
+-- name: set_baseline
+UPDATE events SET refund_baseline = %(baseline)s WHERE id = %(id)s;
+
 -- name: find_ref
 SELECT txn_id, customer_id, external_id, email, name
 FROM payment_refs WHERE source = %(source)s AND ref = %(ref)s;
@@ -47,7 +59,7 @@ FROM due WHERE deliveries.id = due.id
 RETURNING deliveries.id;
 
 -- name: select_claimed
-SELECT d.*, e.source, e.event_id, e.type AS event_type, e.payload
+SELECT d.*, e.source, e.event_id, e.type AS event_type, e.payload, e.refund_baseline
 FROM deliveries d JOIN events e ON e.id = d.event_pk
 WHERE d.id = ANY(%(ids)s)
 ORDER BY d.next_at, d.id;
@@ -74,14 +86,14 @@ WHERE status = 'in_flight'
 SELECT MIN(next_at) AS min FROM deliveries WHERE status IN ('pending', 'in_flight');
 
 -- name: get_delivery
-SELECT d.*, e.source, e.event_id, e.type AS event_type, e.payload
+SELECT d.*, e.source, e.event_id, e.type AS event_type, e.payload, e.refund_baseline
 FROM deliveries d JOIN events e ON e.id = d.event_pk WHERE d.id = %(id)s;
 
 -- name: list_attempts
 SELECT * FROM attempts WHERE delivery_id = %(id)s ORDER BY id;
 
 -- name: list_deliveries
-SELECT d.*, e.source, e.event_id, e.type AS event_type, NULL AS payload
+SELECT d.*, e.source, e.event_id, e.type AS event_type, NULL AS payload, e.refund_baseline
 FROM deliveries d JOIN events e ON e.id = d.event_pk
 WHERE (%(status)s::text IS NULL OR d.status = %(status)s)
   AND (%(destination)s::text IS NULL OR d.destination = %(destination)s)
@@ -114,6 +126,9 @@ WHERE received_at < %(before)s
 
 -- name: prune_refs
 DELETE FROM payment_refs WHERE created_at < %(before)s;
+
+-- name: prune_refund_totals
+DELETE FROM refund_totals WHERE updated_at < %(before)s;
 
 -- name: queue
 SELECT destination, COUNT(*) FILTER (WHERE status IN ('pending', 'in_flight')) AS depth,

@@ -24,6 +24,18 @@ ON CONFLICT (source, ref) DO UPDATE SET
     external_id = excluded.external_id, email = excluded.email, name = excluded.name,
     created_at = excluded.created_at;
 
+-- name: refund_total
+SELECT refunded FROM refund_totals WHERE source = :source AND ref = :ref;
+
+-- name: set_refund_total
+INSERT INTO refund_totals (source, ref, refunded, updated_at)
+VALUES (:source, :ref, :refunded, :now)
+ON CONFLICT (source, ref) DO UPDATE SET
+    refunded = MAX(refund_totals.refunded, excluded.refunded), updated_at = excluded.updated_at;
+
+-- name: set_baseline
+UPDATE events SET refund_baseline = :baseline WHERE id = :id;
+
 -- name: find_ref
 SELECT txn_id, customer_id, external_id, email, name
 FROM payment_refs WHERE source = :source AND ref = :ref;
@@ -45,7 +57,7 @@ WHERE id IN (
 RETURNING id;
 
 -- name: select_claimed
-SELECT d.*, e.source, e.event_id, e.type AS event_type, e.payload
+SELECT d.*, e.source, e.event_id, e.type AS event_type, e.payload, e.refund_baseline
 FROM deliveries d JOIN events e ON e.id = d.event_pk
 WHERE d.id IN (SELECT value FROM json_each(:ids))
 ORDER BY d.next_at, d.id;
@@ -70,14 +82,14 @@ WHERE status = 'in_flight'
 SELECT MIN(next_at) FROM deliveries WHERE status IN ('pending', 'in_flight');
 
 -- name: get_delivery
-SELECT d.*, e.source, e.event_id, e.type AS event_type, e.payload
+SELECT d.*, e.source, e.event_id, e.type AS event_type, e.payload, e.refund_baseline
 FROM deliveries d JOIN events e ON e.id = d.event_pk WHERE d.id = :id;
 
 -- name: list_attempts
 SELECT * FROM attempts WHERE delivery_id = :id ORDER BY id;
 
 -- name: list_deliveries
-SELECT d.*, e.source, e.event_id, e.type AS event_type, NULL AS payload
+SELECT d.*, e.source, e.event_id, e.type AS event_type, NULL AS payload, e.refund_baseline
 FROM deliveries d JOIN events e ON e.id = d.event_pk
 WHERE (:status IS NULL OR d.status = :status)
   AND (:destination IS NULL OR d.destination = :destination)
@@ -109,6 +121,9 @@ WHERE received_at < :before
 
 -- name: prune_refs
 DELETE FROM payment_refs WHERE created_at < :before;
+
+-- name: prune_refund_totals
+DELETE FROM refund_totals WHERE updated_at < :before;
 
 -- name: queue
 SELECT destination, COUNT(*) FILTER (WHERE status IN ('pending', 'in_flight')) AS depth,
