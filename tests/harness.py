@@ -71,7 +71,15 @@ class Harness:
         source = self.pipeline.sources["stripe"]
         event = source.event(payload, {})
         plan = self.pipeline.plan(event)
-        item = Ingest(event, body, plan.deliveries, plan.remember, plan.purchase, plan.link_refs)
+        item = Ingest(
+            event,
+            body,
+            plan.deliveries,
+            plan.remember,
+            plan.purchase,
+            plan.link_refs,
+            plan.cumulative,
+        )
         assert await self.store.ingest(item, self.clock())
 
     async def statuses(self) -> dict[str, str]:
