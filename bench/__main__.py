@@ -287,7 +287,9 @@ class Run:
                     seconds=self.seconds * 2,
                 )
                 sent += min(result["requests"], total - sent)
-            self.drain(bridge)
+            drain_start = time.monotonic()
+            self.drain(bridge, timeout=3600)
+            drained = time.monotonic() - drain_start
             after = rss(pid)
             # soak: a steady load, RSS sampled; the slope of a least-squares line
             samples: list[tuple[float, int]] = []
@@ -316,6 +318,7 @@ class Run:
             "rss_after_start_mb": start_rss / 1024,
             "events": sent,
             "rss_after_events_mb": after / 1024,
+            "drain_seconds_after_events": drained,
             "soak_seconds": soak,
             "soak_rate": rate,
             "soak_rss_first_mb": samples[0][1] / 1024 if samples else None,
@@ -510,6 +513,7 @@ def main() -> None:
                 run.memory(args.soak)
             else:
                 getattr(run, name)()
+            Path(args.out).write_text(json.dumps(run.results, indent=2))  # what we have so far
         run.results["machine"] = {
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
