@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from bridge import admin, metrics
 from bridge.config import Config
+from bridge.model import ProviderEvent
 from bridge.pipeline import Pipeline
 from bridge.sources.base import BadEvent, SignatureError
 from bridge.store import Store, StoreUnavailable, connect
@@ -44,10 +45,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_json(body: bytes, max_depth: int) -> Any:
-    """One parse per request; NaN/Infinity and nesting deeper than ``max_depth`` are refused."""
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:32]} is out of range")
+    return value
+
+
+def parse_json(text: str, max_depth: int) -> Any:
+    """One parse per request; NaN/Infinity, numbers that overflow a float (1e999), a byte order
+    mark and nesting deeper than ``max_depth`` are refused."""
     try:
-        value = json.loads(body, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise TooDeep(f"JSON nested deeper than {max_depth} levels") from None
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -62,6 +71,18 @@ def parse_json(body: bytes, max_depth: int) -> Any:
         elif isinstance(node, list):
             stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
     return value
+
+
+def checked(event: ProviderEvent) -> ProviderEvent:
+    """Ids and types every store can hold: printable text, at most 255 characters."""
+    for what, value in (("id", event.id), ("type", event.type)):
+        if not value or len(value) > 255 or not value.isprintable():
+            raise BadEvent(f"event {what} must be printable text of 1 to 255 characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadEvent(f"event {what} is not valid text") from None
+    return event
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -133,8 +154,9 @@ def create_app(
             log.info("webhook refused", source=name, reason=str(exc))
             return _answer(400, error=f"signature: {exc}")
         try:
-            payload = parse_json(body, config.server.max_depth)
-            event = source.event(payload, request.headers)
+            text = body.decode("utf-8")  # strict: not UTF-8 is a 400, and what is stored is text
+            payload = parse_json(text, config.server.max_depth)
+            event = checked(source.event(payload, request.headers))
         except (ValueError, UnicodeDecodeError, TooDeep, BadEvent) as exc:
             reason = str(exc) if isinstance(exc, (TooDeep, BadEvent)) else "body is not valid JSON"
             counted(name, "invalid").inc()
@@ -153,7 +175,7 @@ def create_app(
             return _answer(200, status="skipped", reasons=plan.skipped)
         item = Ingest(
             event=event,
-            body=body.decode("utf-8"),
+            body=text,
             deliveries=plan.deliveries,
             remember=plan.remember,
             purchase=plan.purchase,
@@ -165,6 +187,10 @@ def create_app(
         except StoreUnavailable as exc:
             counted(name, "unavailable").inc()
             bound.error("webhook not stored: store unavailable", error=str(exc))
+            return _answer(503, error="storage unavailable; retry later")
+        except Exception as exc:  # never a 500: nothing was stored, the processor will retry
+            counted(name, "unavailable").inc()
+            bound.error("webhook not stored: unexpected store error", error=type(exc).__name__)
             return _answer(503, error="storage unavailable; retry later")
         if not stored:
             counted(name, "duplicate").inc()

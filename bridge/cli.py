@@ -137,7 +137,7 @@ def check(config: ConfigOption = None) -> None:
         if route.fields:
             line += f" fields: {', '.join(route.fields)}"
         out.print(line, markup=False)
-    out.print(f"storage: {loaded.database_url}", markup=False)
+    out.print(f"storage: {mask(loaded.database_url, loaded.secrets())}", markup=False)
 
 
 def explain_requests(

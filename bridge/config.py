@@ -11,6 +11,7 @@ import binascii
 import fnmatch
 import os
 import re
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from bridge import mapping, tableyaml
 from bridge.durations import Duration
 
 DEFAULT_DATABASE = "sqlite:///bridge.db"
+LEASE_MARGIN = 2.0  # the worker bounds a whole exchange at timeout + 1 s
 BROWSER_USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36"
@@ -182,7 +184,7 @@ SOURCE_MODELS: dict[str, type[SourceConfig]] = {
 
 
 class RetryConfig(_Model):
-    max_attempts: int = Field(default=20, ge=1)
+    max_attempts: int = Field(default=25, ge=1)
     initial: Duration = 5.0
     max_interval: Duration = 6 * 3600.0
     max_age: Duration = 3 * 86400.0
@@ -548,6 +550,18 @@ def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
             )
         routes.append(Route(index, source, event, tuple(model.to), when, model.kind, fields))
 
+    for name, destination in destinations.items():
+        # a send must be over (its timeout, plus a margin) before its lease can run out, or
+        # another worker could claim and send it again meanwhile
+        if destination.timeout + LEASE_MARGIN > top.delivery.lease:
+            errors.append(
+                (
+                    ("destinations", name, "timeout"),
+                    f"timeout {destination.timeout:g}s must be at least {LEASE_MARGIN:g}s shorter "
+                    f"than delivery.lease ({top.delivery.lease:g}s)",
+                )
+            )
+
     if errors:
         raise fail()
 
@@ -556,6 +570,11 @@ def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
         secrets.extend(s.get_secret_value() for s in source_config.signing_secrets)
     for destination in destinations.values():
         secrets.extend(destination.secrets())
+    database_url = resolve_database_url(top.storage.url, file)
+    password = urllib.parse.urlsplit(database_url).password
+    if password:
+        secrets.append(urllib.parse.unquote(password))
+        secrets.append(password)
     admin = top.admin
     if admin.token is None and os.environ.get("BRIDGE_ADMIN_TOKEN"):
         admin = AdminConfig(token=SecretStr(os.environ["BRIDGE_ADMIN_TOKEN"]))
@@ -572,7 +591,7 @@ def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
         server=top.server,
         admin=admin,
         retention=top.retention,
-        database_url=resolve_database_url(top.storage.url, file),
+        database_url=database_url,
         _secrets=tuple(sorted({s for s in secrets if s}, key=len, reverse=True)),
     )
 

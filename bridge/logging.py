@@ -65,8 +65,8 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
             structlog.processors.format_exc_info,
+            redact_secrets,  # after the traceback is text, so that it is masked too
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -444,8 +444,8 @@ def _transaction(
         unit = raw.get("unit_amount")
         try:
             unit_amount = None if unit is None else money.minor_amount(unit)
-        except money.MoneyError as exc:
-            raise fail("items", str(exc)) from None
+        except money.MoneyError:
+            unit_amount = None  # a line's price is detail (Stripe allows sub-cent unit prices)
         items.append(
             Item(
                 id=None if raw.get("id") is None else str(raw["id"]),

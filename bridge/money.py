@@ -263,8 +263,19 @@ def exponent(currency: str, convention: Convention = "iso") -> int:
     return 4 if code in _ISO_FOUR else 2
 
 
+MAX_MINOR = 10**15  # a quadrillion minor units: beyond any real payment, and within 64 bits
+
+
 def minor_amount(value: object) -> int:
-    """An integer amount in minor units: an int, an integral string, or an integral Decimal."""
+    """An integer amount in minor units: an int, an integral string, or an integral Decimal,
+    at most MAX_MINOR in size."""
+    amount = _minor_amount(value)
+    if abs(amount) > MAX_MINOR:
+        raise MoneyError(f"amount {amount} is beyond {MAX_MINOR} minor units")
+    return amount
+
+
+def _minor_amount(value: object) -> int:
     if isinstance(value, bool):
         raise MoneyError("amount must be a number, got a boolean")
     if isinstance(value, int):

@@ -84,7 +84,8 @@ class Worker:
         self._limits: dict[str, RateLimit] = {}
         self._policies: dict[str, RetryPolicy] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
-        self._txns: collections.OrderedDict[tuple[int, int], Any] = collections.OrderedDict()
+        self._txns: collections.OrderedDict[tuple[str, str, int], Any] = collections.OrderedDict()
+        self._sending: set[int] = set()  # delivery ids this process is sending right now
         for name, cfg in pipeline.config.destinations.items():
             self._inflight[name] = 0
             self._limits[name] = RateLimit(cfg.rate_limit)
@@ -119,6 +120,9 @@ class Worker:
             except StoreUnavailable as exc:
                 log.warning("store unavailable; the worker will try again", error=str(exc))
                 started = 0
+            except Exception:  # the worker must outlive any one bad round
+                log.exception("worker round failed; it will try again")
+                started = 0
             if started:
                 continue
             timeout = self.settings.poll_interval
@@ -143,6 +147,9 @@ class Worker:
                 name, min(free, self.settings.batch), now, self.settings.lease, self.worker_id
             )
             for delivery in claimed:
+                if delivery.id in self._sending:  # its lease ran out while this process sends it
+                    continue
+                self._sending.add(delivery.id)
                 self._limits[name].take(now)
                 self._inflight[name] += 1
                 task = asyncio.create_task(self._deliver(delivery))
@@ -167,7 +174,8 @@ class Worker:
     def _transaction(self, delivery: Delivery, route: Any, event: ProviderEvent) -> Any:
         """One event's transaction is built once for all its destinations (a copy each:
         linking a refund rewrites its id and customer)."""
-        key = (delivery.event_pk, route.index)
+        # by the processor's event id, not the row id (SQLite may reuse a pruned row's id)
+        key = (delivery.source, delivery.event_id, route.index)
         cached = self._txns.get(key)
         if cached is None:
             cached = self.pipeline.transaction(route, event)
@@ -224,8 +232,21 @@ class Worker:
             bound.warning(
                 "could not record the attempt; the lease will make it due again", error=str(exc)
             )
+        except Exception:  # a bug must not leave the delivery claimed for ever: retry it later
+            bound.exception("delivery failed unexpectedly; it will be retried")
+            with contextlib.suppress(Exception):
+                await self._finish(
+                    delivery,
+                    Status.PENDING,
+                    self.clock(),
+                    "retry",
+                    "internal error (see the bridge's log)",
+                    bound,
+                    next_at=self.clock() + self.settings.poll_interval * 10,
+                )
         finally:
             self._inflight[delivery.destination] -= 1
+            self._sending.discard(delivery.id)
 
     async def _attempt(self, delivery: Delivery, bound: Any) -> None:
         config = self.pipeline.config

@@ -354,8 +354,8 @@ def test_example_loads_with_an_empty_environment() -> None:
     assert [(r.source, r.event) for r in config.routes] == [
         ("stripe", "invoice.paid"),
         ("stripe", "checkout.session.completed"),
-        ("stripe", "charge.refunded"),
         ("stripe", "refund.created"),
+        ("stripe", "refund.updated"),
     ]
     assert config.database_url == "sqlite:///" + str((EXAMPLE.parent / "bridge.db").resolve())
     assert config.secrets() == ("whsec_example_test_secret_do_not_use",)
@@ -481,7 +481,7 @@ def test_retry_in_duration_strings(tmp_path: Path) -> None:
     retry = load(write(tmp_path, text)).destinations["dub"].retry
     assert retry.initial == 0.5
     assert retry.max_age == 259200.0
-    assert retry.max_attempts == 20  # the default
+    assert retry.max_attempts == 25  # the default
 
 
 def test_retry_max_attempts_at_least_one(tmp_path: Path) -> None:

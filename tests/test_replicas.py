@@ -38,8 +38,12 @@ def wait_delivered(sinks: Sinks, invoices: set[str], timeout: float = 60) -> Non
 
 def table(tmp_path: Path, sinks: Sinks) -> Path:
     path = tmp_path / "bridge.yaml"
-    text = table_yaml(sinks.url, tmp_path / "unused.db").replace(
-        "delivery:\n  poll_interval: 0.05\n", "delivery:\n  poll_interval: 0.05\n  lease: 2\n"
+    text = (
+        table_yaml(sinks.url, tmp_path / "unused.db")
+        .replace(
+            "delivery:\n  poll_interval: 0.05\n", "delivery:\n  poll_interval: 0.05\n  lease: 3\n"
+        )
+        .replace("    retry: ", "    timeout: 0.5\n    retry: ")
     )
     path.write_text(text)
     return path

@@ -25,6 +25,7 @@ from bridge.model import ProviderEvent
 from bridge.sources.base import BadEvent, SignatureError
 
 HEADER = "stripe-signature"
+REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "charge.refund.updated"})
 
 
 class StripeSource:
@@ -75,6 +76,17 @@ class StripeSource:
         created = payload.get("created")
         if isinstance(created, bool) or not isinstance(created, int):
             created = None
+        refund = payload["data"].get("object")
+        if (
+            event_type in REFUND_EVENTS
+            and isinstance(refund, dict)
+            and refund.get("status") == "succeeded"
+            and isinstance(refund.get("id"), str)
+            and 0 < len(refund["id"]) < 200
+        ):
+            # refund.created, refund.updated and charge.refund.updated all tell of the same
+            # refund once it succeeded: one key for all of them, so that it counts once
+            event_id = f"refund:{refund['id']}:succeeded"
         return ProviderEvent(self.name, event_id, event_type, created, payload)
 
     def sign(self, body: bytes, now: float) -> dict[str, str]:
@@ -91,5 +103,5 @@ def _timestamp(header: str) -> int | None:
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
         if key == "t":
-            return int(value) if value.isdigit() and len(value) < 12 else None
+            return int(value) if value.isascii() and value.isdigit() and len(value) < 12 else None
     return None

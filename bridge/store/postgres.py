@@ -182,6 +182,9 @@ class PostgresStore:
                     await cur.executemany(sql["remember_ref"], refs)
             if item.cumulative is not None:
                 key = {"source": item.event.source, "ref": item.cumulative[0]}
+                # the row exists before it is locked, so that two first refunds of one order
+                # queue on it instead of both reading nothing
+                await conn.execute(sql["refund_total_row"], {**key, "now": now})
                 before = await (await conn.execute(sql["refund_total"], key)).fetchone()
                 baseline = before["refunded"] if before is not None else 0
                 await conn.execute(sql["set_baseline"], {"baseline": baseline, "id": row["id"]})

@@ -23,6 +23,11 @@ ON CONFLICT (source, ref) DO UPDATE SET
     external_id = excluded.external_id, email = excluded.email, name = excluded.name,
     created_at = excluded.created_at;
 
+-- name: refund_total_row
+INSERT INTO refund_totals (source, ref, refunded, updated_at)
+VALUES (%(source)s, %(ref)s, 0, %(now)s)
+ON CONFLICT (source, ref) DO NOTHING;
+
 -- name: refund_total
 SELECT refunded FROM refund_totals WHERE source = %(source)s AND ref = %(ref)s FOR UPDATE;
 
