@@ -58,8 +58,8 @@ def routes(config: Config, store: Store) -> list[Route]:
                 result: Response = await handler(request)
             except StoreUnavailable:
                 return _error(503, "storage unavailable")
-            except ValueError as exc:
-                return _error(400, f"bad request: {str(exc)[:200]}")
+            except ValueError:
+                return _error(400, "bad request: check the query parameters and the JSON body")
             return result
 
         return wrapped

@@ -136,6 +136,7 @@ def create_app(
         source = pipe.sources.get(name)
         if source is None:
             metrics.WEBHOOKS.labels("(unknown)", "unknown_source").inc()
+            log.info("webhook refused", reason="unknown source", path=request.url.path[:100])
             return _answer(404, error="unknown source")
         counted = metrics.WEBHOOKS.labels
         if state["stopping"]:
@@ -205,7 +206,20 @@ def create_app(
         return _answer(200, status="accepted", deliveries=len(plan.deliveries))
 
     async def not_allowed(request: Request) -> Response:
+        log.info("webhook refused", reason="method not allowed", method=request.method[:16])
         return _answer(405, error="use POST")
+
+    async def not_allowed_anywhere(request: Request, exc: Exception) -> Response:
+        return await not_allowed(request)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        log.info(
+            "request refused",
+            reason="no such path",
+            method=request.method[:16],
+            path=request.url.path[:100],
+        )
+        return _answer(404, error="not found")
 
     async def metrics_endpoint(request: Request) -> Response:
         try:
@@ -276,6 +290,7 @@ def create_app(
             *admin.routes(config, the_store),
         ],
         lifespan=lifespan,
+        exception_handlers={404: not_found, 405: not_allowed_anywhere},
     )
     app.state.pipeline = pipe
     app.state.store = the_store

@@ -10,6 +10,7 @@ Two stages, both declarative:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -162,6 +163,8 @@ class Expression:
             return self._evaluate(data)
         except jmespath.exceptions.JMESPathError as exc:
             raise MappingError(f"expression {self.text!r} failed: {exc}") from None
+        except (TypeError, ValueError, ArithmeticError) as exc:  # e.g. contains() on a number
+            raise MappingError(f"expression {self.text!r} failed: {type(exc).__name__}") from None
 
 
 def compile_expression(text: str) -> Expression:
@@ -174,6 +177,9 @@ def compile_expression(text: str) -> Expression:
         raise ExpressionError(f"invalid JMESPath {text!r}: {message}") from None
     tree: Any = parsed.parsed
     return Expression(text, _compile(tree))
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # what no store (or JSON encoder) can hold
 
 
 def truthy(value: Any) -> bool:
@@ -407,6 +413,8 @@ def _transaction(
             return None
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise fail(name, f"expected text, got {type(value).__name__}")
+        if isinstance(value, str) and _UNSTORABLE.search(value):
+            raise fail(name, "not valid text (a NUL or a lone surrogate)")
         return str(value)
 
     def minor(name: str, required: bool = False) -> int | None:
@@ -486,7 +494,11 @@ def _transaction(
         subscription_id=text("subscription_id"),
         refund_id=text("refund_id"),
         referral_code=text("referral_code"),
-        refs=list(dict.fromkeys(str(ref) for ref in refs if isinstance(ref, str) and ref)),
+        refs=list(
+            dict.fromkeys(
+                ref for ref in refs if isinstance(ref, str) and ref and not _UNSTORABLE.search(ref)
+            )
+        ),
         metadata=metadata,
     )
 

@@ -271,7 +271,7 @@ def minor_amount(value: object) -> int:
     at most MAX_MINOR in size."""
     amount = _minor_amount(value)
     if abs(amount) > MAX_MINOR:
-        raise MoneyError(f"amount {amount} is beyond {MAX_MINOR} minor units")
+        raise MoneyError(f"amount is beyond {MAX_MINOR} minor units")
     return amount
 
 
@@ -293,6 +293,8 @@ def _minor_amount(value: object) -> int:
             raise MoneyError(f"amount {str(value)[:32]!r} is not a number") from None
         if not number.is_finite():
             raise MoneyError("amount is not a finite number")
+        if number.adjusted() > 15:  # before any integer is built from it (1e999999999)
+            raise MoneyError(f"amount is beyond {MAX_MINOR} minor units")
         if number != number.to_integral_value():
             raise MoneyError(f"amount {str(value)[:32]!r} is not a whole number of minor units")
         return int(number)
@@ -322,6 +324,8 @@ def to_minor(major: object, currency: str, convention: Convention = "iso") -> in
         raise MoneyError(f"amount {str(major)[:32]!r} is not a number") from None
     if not number.is_finite():
         raise MoneyError("amount is not a finite number")
+    if number.adjusted() + exponent(currency, convention) > 15:
+        raise MoneyError(f"amount is beyond {MAX_MINOR} minor units")
     sign, digits, exp = _shift(number, exponent(currency, convention)).as_tuple()
     assert isinstance(exp, int)
     if exp < 0 and any(digits[exp:]):

@@ -46,6 +46,28 @@ def default_worker_id() -> str:
     return os.environ.get("BRIDGE_WORKER_ID") or socket.gethostname()
 
 
+ANSWER_LIMIT = 64 * 1024  # what is read of a destination's answer: enough to classify it
+
+
+async def _exchange(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send, and read at most ANSWER_LIMIT of the answer (a huge answer never fills memory)."""
+    response = await client.send(request, stream=True)
+    try:
+        body = bytearray()
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) >= ANSWER_LIMIT:
+                break
+    finally:
+        await response.aclose()
+    return httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        content=bytes(body[:ANSWER_LIMIT]),
+        request=request,
+    )
+
+
 def _transport(concurrency: int, http2: bool) -> httpx.AsyncBaseTransport:
     """One connection pool per destination, as many connections as its concurrency."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -304,10 +326,17 @@ class Worker:
         timeout = destination_cfg.timeout
         try:
             # the client's own timeout covers each phase; this bounds the whole exchange
-            response = await asyncio.wait_for(client.send(request), timeout=timeout + 1)
+            response = await asyncio.wait_for(_exchange(client, request), timeout=timeout + 1)
             outcome = destination.classify(response, self.clock())
         except (httpx.TimeoutException, TimeoutError) as exc:
-            outcome = Outcome("retry", f"timeout: {type(exc).__name__}")
+            cause = exc.__cause__
+            if isinstance(
+                cause, (aiohttp.ClientConnectionError, ConnectionError)
+            ) and not isinstance(cause, aiohttp.ServerTimeoutError):
+                # httpx_aiohttp reports a refused or reset connection as a connect timeout
+                outcome = Outcome("retry", f"connection error: {type(cause).__name__}")
+            else:
+                outcome = Outcome("retry", f"timeout: {type(exc).__name__}")
         except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
             outcome = Outcome("retry", f"connection error: {type(exc).__name__}: {exc}"[:300])
 

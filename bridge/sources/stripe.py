@@ -44,9 +44,10 @@ class StripeSource:
             raise SignatureError("missing Stripe-Signature header")
         if len(header) > 4096:
             raise SignatureError("Stripe-Signature header too long")
-        timestamp = _timestamp(header)
-        if timestamp is None:
+        parsed = _parse(header)
+        if parsed is None:
             raise SignatureError("unparseable Stripe-Signature header")
+        timestamp, signatures = parsed
         if timestamp > now + self.tolerance:
             raise SignatureError("timestamp is in the future, outside the tolerance")
         if timestamp < now - self.tolerance:
@@ -55,9 +56,12 @@ class StripeSource:
             payload = body.decode("utf-8")
         except UnicodeDecodeError:
             raise SignatureError("body is not UTF-8") from None
+        # the stripe package verifies a header rebuilt from the one strict parse, so that the
+        # timestamp it checks is the one the tolerance was checked on
+        normalized = ",".join([f"t={timestamp}", *(f"v1={s}" for s in signatures)])
         for secret in self._secrets:
             try:
-                stripe.WebhookSignature.verify_header(payload, header, secret, self.tolerance)
+                stripe.WebhookSignature.verify_header(payload, normalized, secret, self.tolerance)
             except stripe.SignatureVerificationError:
                 continue
             return
@@ -99,9 +103,25 @@ class StripeSource:
         }
 
 
-def _timestamp(header: str) -> int | None:
+def _parse(header: str) -> tuple[int, list[str]] | None:
+    """``t=<unix>,v1=<hex>[,v1=<hex>][,v0=...]``: exactly one timestamp, v1 signatures in hex."""
+    timestamp: int | None = None
+    signatures: list[str] = []
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
         if key == "t":
-            return int(value) if value.isascii() and value.isdigit() and len(value) < 12 else None
-    return None
+            if timestamp is not None or not (
+                value.isascii() and value.isdigit() and len(value) < 12
+            ):
+                return None
+            timestamp = int(value)
+        elif key == "v1":
+            if not (value.isascii() and len(value) <= 128 and all(c in _HEX for c in value)):
+                return None
+            signatures.append(value)
+    if timestamp is None or not signatures:
+        return None
+    return timestamp, signatures
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")

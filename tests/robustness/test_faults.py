@@ -264,7 +264,6 @@ CONNECT_TIMEOUT_BUG = (
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=CONNECT_TIMEOUT_BUG)
 @pytest.mark.parametrize("fault", ["down", "reset"])
 def test_a_refused_or_reset_connection_is_recorded_as_a_connection_error(
     tmp_path: Path, sinks: Sinks, fault: str
@@ -328,7 +327,6 @@ HUGE_ANSWER_BUG = (
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=HUGE_ANSWER_BUG)
 def test_a_huge_answer_does_not_balloon_the_bridge(tmp_path: Path, sinks: Sinks) -> None:
     size = 64 * 1024 * 1024
 
@@ -606,7 +604,6 @@ FUTURE_BYPASS_BUG = (
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=FUTURE_BYPASS_BUG)
 def test_a_signature_from_the_far_future_is_refused_however_the_header_is_written(
     tmp_path: Path, sinks: Sinks
 ) -> None:
@@ -616,13 +613,15 @@ def test_a_signature_from_the_far_future_is_refused_however_the_header_is_writte
         now = int(time.time())
         future = now + 3600
         digest = hmac.new(SECRET.encode(), f"{future}.".encode() + body, hashlib.sha256).hexdigest()
-        header = f" t={now},t={future},v1={digest}"
-        response = httpx.post(
-            f"{flow.url}/webhooks/stripe",
-            content=body,
-            headers={"Stripe-Signature": header, "Content-Type": "application/json"},
-            timeout=10,
-        )
-        assert response.status_code == 400, response.text
+        # the first `t` with a space (the stripe package reads the exact key 't' only), then
+        # both written the same way; httpx sends no leading space, so it comes after a comma
+        for header in (f"v1={digest}, t={now},t={future}", f"t={now},t={future},v1={digest}"):
+            response = httpx.post(
+                f"{flow.url}/webhooks/stripe",
+                content=body,
+                headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+                timeout=10,
+            )
+            assert response.status_code == 400, (header, response.text)
     finally:
         flow.stop()

@@ -118,7 +118,7 @@ def kinds(bugs: dict[str, str]) -> list[Any]:
     ]
 
 
-@pytest.mark.parametrize("kind", kinds({"stripe": corpus.NON_ASCII_V1_BUG}))
+@pytest.mark.parametrize("kind", kinds({}))
 @SETTINGS
 @given(data=st.data(), body=st.binary(max_size=300))
 @example(data="superscript", body=b"{}")
@@ -184,7 +184,10 @@ def test_a_signature_is_accepted_exactly_when_it_should_be(
     elif tamper == "signature":
         name = corpus.SIGNATURE_HEADER[kind].lower().encode()
         headers = [
-            (k, v[:-2] + (b"AA" if v[-2:] != b"AA" else b"BA")) if k.lower() == name else (k, v)
+            # a different value whatever the case rules (hex ignores case, base64 does not)
+            (k, v[:-2] + (b"00" if v[-2:].lower() != b"00" else b"11"))
+            if k.lower() == name
+            else (k, v)
             for k, v in headers
         ]
     elif tamper == "no-signature":
@@ -498,7 +501,6 @@ HUGE_BUG = (
             "shopify",
             ("total_price",),
             "1e5000",
-            marks=pytest.mark.xfail(strict=True, reason=HUGE_BUG),
         ),
     ],
     ids=["stripe-1e400", "stripe-4000-digits", "paddle-1e400", "hmac-1e400", "shopify-1e5000"],
@@ -518,7 +520,6 @@ CONTAINS_BUG = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=CONTAINS_BUG)
 @pytest.mark.parametrize("value", [None, 5, [1]], ids=["null", "number", "list"])
 def test_contains_with_a_value_that_is_not_text_is_a_mapping_error_at_worst(value: Any) -> None:
     expression = mapping.compile_expression("contains('pro plan', event.data.object.metadata.plan)")

@@ -282,7 +282,6 @@ ECHO_BUG = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=ECHO_BUG)
 @pytest.mark.parametrize(
     "path",
     ["/admin/events?limit=MARK", "/admin/deliveries?since=MARK", "/admin/deliveries?limit=1MARK"],
