@@ -48,7 +48,7 @@ SAMPLE_CODES = (
     "XOF",
 )
 
-WIDE = 10**18
+WIDE = 10**15  # money.MAX_MINOR: no real payment comes near it
 
 
 # --- exponents -----------------------------------------------------------------------------
@@ -306,7 +306,9 @@ def test_to_minor_unknown_currency_raises() -> None:
 def test_to_major_is_exact_beyond_28_digits() -> None:
     # Decimal comparison is exact (no context rounding), unlike Decimal arithmetic.
     assert to_major(10**30 + 1, "USD") == Decimal("10000000000000000000000000000.01")
-    assert to_minor(to_major(10**30 + 1, "USD"), "USD") == 10**30 + 1
+    # and back it is refused, exactly, rather than rounded: beyond any real payment
+    with pytest.raises(MoneyError, match="beyond"):
+        to_minor(to_major(10**30 + 1, "USD"), "USD")
 
 
 def test_to_minor_refuses_a_fraction_hidden_past_28_digits() -> None:
@@ -315,8 +317,12 @@ def test_to_minor_refuses_a_fraction_hidden_past_28_digits() -> None:
         to_minor("1.0000000000000000000000000000001", "JPY")
 
 
-def test_to_minor_is_exact_beyond_28_digits() -> None:
-    assert to_minor("12345678901234567890123456789.01", "USD") == 1234567890123456789012345678901
+def test_to_minor_refuses_amounts_beyond_the_bound_without_building_them() -> None:
+    with pytest.raises(MoneyError, match="beyond"):
+        to_minor("12345678901234567890123456789.01", "USD")
+    with pytest.raises(MoneyError, match="beyond"):
+        to_minor("1e999999999", "USD")  # refused from its exponent: no huge integer is built
+    assert to_minor("9999999999999.99", "USD") == 999999999999999
 
 
 # --- properties ----------------------------------------------------------------------------
