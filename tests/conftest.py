@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -223,12 +224,13 @@ def pg_cluster() -> Iterator[Any]:
             pytest.fail(message)
         pytest.skip(message)
     cluster = Cluster(new_root())
-    cluster.init()
-    cluster.start()
     try:
+        cluster.init()
+        cluster.start()
         yield cluster
     finally:
         cluster.stop("immediate")
+        shutil.rmtree(cluster.root.parent, ignore_errors=True)
 
 
 @pytest.fixture
