@@ -260,7 +260,7 @@ def _compile(node: dict[str, Any]) -> Evaluate:
             return None
 
         return compare
-    if kind == "pipe":
+    if kind in ("pipe", "index_expression"):  # each step takes the previous one's result
         steps = [_compile(child) for child in children]
 
         def pipe(value: Any) -> Any:
@@ -269,15 +269,6 @@ def _compile(node: dict[str, Any]) -> Evaluate:
             return value
 
         return pipe
-    if kind == "index_expression":
-        steps = [_compile(child) for child in children]
-
-        def indexed(value: Any) -> Any:
-            for step in steps:
-                value = step(value)
-            return value
-
-        return indexed
     if kind == "index":
         position = node["value"]
 

@@ -99,7 +99,7 @@ class Pipeline:
                 order_key = txn.id or ""
                 if txn.kind == "sale" and txn.id and plan.purchase is None:
                     plan.purchase = Purchase(txn.id, txn.customer)
-                    plan.remember = list(dict.fromkeys([txn.id, *txn.refs]))
+                    plan.remember = list(dict.fromkeys(purchase_refs(txn)))
                 elif txn.kind == "refund" and not txn.id:
                     plan.link_refs = txn.refs
                 order = txn.id or (txn.refs[0] if txn.refs else None)

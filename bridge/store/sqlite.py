@@ -355,4 +355,4 @@ class SQLiteStore:
 
 def _storage_failure(exc: BaseException) -> bool:
     """Failures of the database itself (full, read-only, locked, I/O): no retry one by one."""
-    return isinstance(exc, sqlite3.OperationalError) and not isinstance(exc, sqlite3.IntegrityError)
+    return isinstance(exc, sqlite3.OperationalError)
