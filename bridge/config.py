@@ -198,8 +198,8 @@ class DestinationConfig(_Model):
     retry: RetryConfig = RetryConfig()
     rate_limit: int | None = Field(default=None, ge=1)  # requests per minute
     concurrency: int = Field(default=8, ge=1)
-    # HTTP/2 through httpx's own transport; otherwise HTTP/1.1 keep-alive through aiohttp,
-    # which measured 2.5x the requests per second of httpx's HTTP/1.1 pool here (see bench/)
+    # HTTP/2 through httpx's own transport; otherwise HTTP/1.1 keep-alive through the
+    # bridge's own lean transport (bridge/transport.py; see the README's performance section)
     http2: bool = False
 
     DEFAULT_BASE_URL: ClassVar[str] = ""

@@ -158,7 +158,7 @@ class Delivery:
     updated_at: float
     window_at: float  # when the current retry window opened (creation, or the last redrive)
     last_error: str | None
-    payload: dict[str, Any] | None = None
+    body: str | None = None  # the event's JSON text, as received
     # for a cumulative refund: what its order had refunded before it (the delta is sent)
     refund_baseline: int | None = None
 

@@ -20,10 +20,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import httpx
 import structlog
-from httpx_aiohttp import AiohttpTransport
 
 from bridge import mapping, metrics
 from bridge.destinations.base import Outcome, Skipped
@@ -32,11 +30,13 @@ from bridge.pipeline import Pipeline, mask, purchase_refs
 from bridge.ratelimit import RateLimit
 from bridge.retry import RetryPolicy
 from bridge.store.base import Finish, Store, StoreUnavailable
+from bridge.transport import Http1Transport
 
 log = structlog.get_logger("bridge.worker")
 
 Clock = Callable[[], float]
 TXN_CACHE = 4096  # transactions kept for the sibling deliveries of the same events
+PAYLOAD_CACHE = 256  # parsed event payloads kept for the same (claimed together, used at once)
 MAX_DEFER = 0.25  # seconds the worker may wait for a burst of webhooks before a round anyway
 DEFER_STEP = 0.002
 
@@ -49,9 +49,14 @@ def default_worker_id() -> str:
 ANSWER_LIMIT = 64 * 1024  # what is read of a destination's answer: enough to classify it
 
 
-async def _exchange(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-    """Send, and read at most ANSWER_LIMIT of the answer (a huge answer never fills memory)."""
-    response = await client.send(request, stream=True)
+async def _exchange(transport: httpx.AsyncBaseTransport, request: httpx.Request) -> httpx.Response:
+    """Send through the destination's transport (httpx's seam: no cookie jar, no redirects, no
+    auth flow, nothing a webhook relay wants), and read at most ANSWER_LIMIT of the answer (a
+    huge answer never fills memory)."""
+    response = await transport.handle_async_request(request)
+    response.request = request
+    if response.is_stream_consumed and len(response.content) <= ANSWER_LIMIT:
+        return response  # read by the transport, within the limit (Http1Transport's way)
     body = bytearray()
     try:
         async for chunk in response.aiter_raw():
@@ -72,10 +77,10 @@ async def _exchange(client: httpx.AsyncClient, request: httpx.Request) -> httpx.
 
 def _transport(concurrency: int, http2: bool) -> httpx.AsyncBaseTransport:
     """One connection pool per destination, as many connections as its concurrency."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     if http2:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         return httpx.AsyncHTTPTransport(http2=True, limits=limits)
-    return AiohttpTransport(limits=limits)
+    return Http1Transport(concurrency, answer_limit=ANSWER_LIMIT)
 
 
 class Worker:
@@ -107,19 +112,21 @@ class Worker:
         self._inflight: dict[str, int] = {}
         self._limits: dict[str, RateLimit] = {}
         self._policies: dict[str, RetryPolicy] = {}
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._transports: dict[str, httpx.AsyncBaseTransport] = {}
+        self._timeouts: dict[str, dict[str, float | None]] = {}
         self._txns: collections.OrderedDict[tuple[str, str, int], Any] = collections.OrderedDict()
+        self._payloads: collections.OrderedDict[tuple[str, str], dict[str, Any]] = (
+            collections.OrderedDict()
+        )
         self._sending: set[int] = set()  # delivery ids this process is sending right now
+        self._holding: set[int] = set()  # ... of which these still hold a concurrency slot
         for name, cfg in pipeline.config.destinations.items():
             self._inflight[name] = 0
             self._limits[name] = RateLimit(cfg.rate_limit)
             self._policies[name] = RetryPolicy(**cfg.retry.model_dump())
             if not cfg.dry_run:
-                self._clients[name] = httpx.AsyncClient(
-                    timeout=cfg.timeout,
-                    transport=transport or _transport(cfg.concurrency, cfg.http2),
-                    follow_redirects=False,
-                )
+                self._transports[name] = transport or _transport(cfg.concurrency, cfg.http2)
+                self._timeouts[name] = httpx.Timeout(cfg.timeout).as_dict()
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -174,6 +181,7 @@ class Worker:
                 if delivery.id in self._sending:  # its lease ran out while this process sends it
                     continue
                 self._sending.add(delivery.id)
+                self._holding.add(delivery.id)
                 self._limits[name].take(now)
                 self._inflight[name] += 1
                 task = asyncio.create_task(self._deliver(delivery))
@@ -208,6 +216,27 @@ class Worker:
                 self._txns.popitem(last=False)
         return dataclasses.replace(cached)
 
+    def _event(self, delivery: Delivery) -> ProviderEvent:
+        """The stored event, parsed once for all its deliveries (they are claimed together)."""
+        key = (delivery.source, delivery.event_id)
+        payload = self._payloads.get(key)
+        if payload is None:
+            payload = json.loads(delivery.body) if delivery.body else {}
+            self._payloads[key] = payload
+            if len(self._payloads) > PAYLOAD_CACHE:
+                self._payloads.popitem(last=False)
+        return ProviderEvent(
+            delivery.source, delivery.event_id, delivery.event_type, payload.get("created"), payload
+        )
+
+    def _release_slot(self, delivery: Delivery) -> None:
+        """The destination is done with this request: its concurrency slot is free again (the
+        delivery stays this process's own until its outcome is recorded)."""
+        if delivery.id in self._holding:
+            self._holding.discard(delivery.id)
+            self._inflight[delivery.destination] -= 1
+            self.wake.set()
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self.wake.set()
@@ -237,8 +266,8 @@ class Worker:
             released = await self.store.release(self.worker_id, self.clock())
             if released:
                 log.info("released unfinished deliveries", count=released)
-        for client in self._clients.values():
-            await client.aclose()
+        for transport in {id(t): t for t in self._transports.values()}.values():
+            await transport.aclose()
 
     # --- one delivery -----------------------------------------------------------------------
 
@@ -269,16 +298,13 @@ class Worker:
                     next_at=self.clock() + self.settings.poll_interval * 10,
                 )
         finally:
-            self._inflight[delivery.destination] -= 1
+            self._release_slot(delivery)
             self._sending.discard(delivery.id)
 
     async def _attempt(self, delivery: Delivery, bound: Any) -> None:
         config = self.pipeline.config
         started = self.clock()
-        payload = delivery.payload or {}
-        event = ProviderEvent(
-            delivery.source, delivery.event_id, delivery.event_type, payload.get("created"), payload
-        )
+        event = self._event(delivery)
         destination_cfg = config.destinations.get(delivery.destination)
         route = self.pipeline.route_for(event, delivery.destination, delivery.route)
         if destination_cfg is None or route is None or delivery.source not in self.pipeline.sources:
@@ -322,25 +348,20 @@ class Worker:
             await self._finish(delivery, Status.DRY_RUN, started, "dry_run", None, bound)
             return
 
-        client = self._clients[delivery.destination]
+        transport = self._transports[delivery.destination]
         destination = self.pipeline.destinations[delivery.destination]
         response: httpx.Response | None = None
         timeout = destination_cfg.timeout
+        request.extensions["timeout"] = self._timeouts[delivery.destination]
         try:
-            # the client's own timeout covers each phase; this bounds the whole exchange
-            response = await asyncio.wait_for(_exchange(client, request), timeout=timeout + 1)
+            # the timeout extension covers each phase; this bounds the whole exchange
+            response = await asyncio.wait_for(_exchange(transport, request), timeout=timeout + 1)
             outcome = destination.classify(response, self.clock())
         except (httpx.TimeoutException, TimeoutError) as exc:
-            cause = exc.__cause__
-            if isinstance(
-                cause, (aiohttp.ClientConnectionError, ConnectionError)
-            ) and not isinstance(cause, aiohttp.ServerTimeoutError):
-                # httpx_aiohttp reports a refused or reset connection as a connect timeout
-                outcome = Outcome("retry", f"connection error: {type(cause).__name__}")
-            else:
-                outcome = Outcome("retry", f"timeout: {type(exc).__name__}")
-        except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
+            outcome = Outcome("retry", f"timeout: {type(exc).__name__}")
+        except (httpx.HTTPError, OSError) as exc:
             outcome = Outcome("retry", f"connection error: {type(exc).__name__}: {exc}"[:300])
+        self._release_slot(delivery)
 
         status_code = response.status_code if response is not None else None
         excerpt = response.text[:500] if response is not None else None

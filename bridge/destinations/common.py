@@ -9,12 +9,13 @@ from typing import Any
 
 import httpx
 
-from bridge import mapping, retry, tableyaml
+from bridge import __version__, mapping, retry, tableyaml
 from bridge.config import DestinationConfig
 from bridge.destinations.base import Outcome, Skipped
 from bridge.model import ProviderEvent, Transaction
 
 RETRY_STATUSES = frozenset({408, 425, 429})
+USER_AGENT = f"payment-webhook-bridge/{__version__}"
 EXCERPT = 500
 
 
@@ -39,7 +40,9 @@ class TemplateDestination:
         self.name = name
         self.config = config
         self.url = config.base_url.rstrip("/") + self.path
+        self._url = httpx.URL(self.url)  # parsed once, not per request
         self._settings = config.settings()
+        self._headers: dict[str, str] | None = None
 
     def body(self, txn: Transaction, event: ProviderEvent) -> dict[str, Any]:
         if txn.kind == "refund" and self.no_refunds:
@@ -59,12 +62,17 @@ class TemplateDestination:
 
     def request(self, txn: Transaction, event: ProviderEvent) -> httpx.Request:
         content = json.dumps(mapping.json_ready(self.body(txn, event)), separators=(",", ":"))
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            **self.headers(),
-        }
-        return httpx.Request(self.method, self.url, content=content.encode(), headers=headers)
+        if self._headers is None:  # the same for every request: built once
+            self._headers = {
+                "User-Agent": USER_AGENT,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "Accept-Encoding": "identity",
+                **self.headers(),
+            }
+        return httpx.Request(
+            self.method, self._url, content=content.encode(), headers=self._headers
+        )
 
     def classify(self, response: httpx.Response, now: float) -> Outcome:
         return classify_status(response, now)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from bridge.model import Attempt, Delivery, Status
 
 
 def delivery_from_row(row: Any) -> Delivery:
-    payload = row["payload"]
     return Delivery(
         id=row["id"],
         event_pk=row["event_pk"],
@@ -26,7 +24,7 @@ def delivery_from_row(row: Any) -> Delivery:
         updated_at=row["updated_at"],
         window_at=row["window_at"],
         last_error=row["last_error"],
-        payload=None if payload is None else json.loads(payload),
+        body=row["payload"],
         refund_baseline=row["refund_baseline"],
     )
 

@@ -256,13 +256,6 @@ def test_a_failing_destination_is_retried_loses_nothing_and_delays_no_other(
         flow.stop()
 
 
-CONNECT_TIMEOUT_BUG = (
-    "a refused or reset connection is recorded as 'timeout: ConnectTimeout' (httpx_aiohttp "
-    "maps aiohttp's connection errors to httpx.ConnectTimeout, and worker._attempt labels every "
-    "httpx.TimeoutException a timeout): still retried, but the attempt's error misleads"
-)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["down", "reset"])
 def test_a_refused_or_reset_connection_is_recorded_as_a_connection_error(
