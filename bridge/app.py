@@ -59,6 +59,8 @@ def parse_json(text: str, max_depth: int) -> Any:
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise TooDeep(f"JSON nested deeper than {max_depth} levels") from None
+    if text.count("{") + text.count("[") <= max_depth:
+        return value  # fewer brackets than levels allowed: it can't be too deep (most bodies)
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -104,6 +106,11 @@ def _answer(code: int, /, **body: Any) -> JSONResponse:
     return JSONResponse(body, status_code=code)
 
 
+# webhooks being received at once that make the worker yield to them (a burst: at a steady
+# load the requests come and go one or two at a time, and the worker keeps delivering)
+BURST = 8
+
+
 def create_app(
     config: Config,
     *,
@@ -120,7 +127,11 @@ def create_app(
     )
     state: dict[str, Any] = {"stopping": False, "receiving": 0}
     worker = Worker(
-        pipe, the_store, clock=clock, transport=transport, busy=lambda: state["receiving"] > 0
+        pipe,
+        the_store,
+        clock=clock,
+        transport=transport,
+        busy=lambda: state["receiving"] >= BURST,
     )
     the_store.subscribe(worker.wake.set)
 

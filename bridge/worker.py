@@ -103,8 +103,9 @@ class Worker:
         self.worker_name = worker_id or default_worker_id()
         self.worker_id = f"{self.worker_name}/{uuid.uuid4().hex[:12]}"
         self.settings = pipeline.config.delivery
-        # while webhooks are being received the worker yields to them, for at most MAX_DEFER
-        # at a time, so that a burst is acknowledged first and the backlog drains after it
+        # while a burst of webhooks is being received (``busy``) the worker yields to it, for at
+        # most MAX_DEFER at a time, so that the burst is acknowledged first and the backlog drains
+        # after it
         self._busy = busy
         self.wake = asyncio.Event()
         self._stopping = False
@@ -165,18 +166,29 @@ class Worker:
                 await asyncio.wait_for(self.wake.wait(), timeout=max(timeout, 0.005))
 
     async def tick(self) -> int:
-        """One round: for each destination, claim what may start now and start it."""
-        started = 0
+        """One round: for each destination, claim what may start now and start it. The claims
+        go to the store together, so that they share one commit."""
+        now = self.clock()
+        wanted: list[tuple[str, int]] = []
         for name, cfg in self.pipeline.config.destinations.items():
-            if self._stopping:
-                break
-            now = self.clock()
             free = min(cfg.concurrency - self._inflight[name], self._limits[name].available(now))
-            if free <= 0:
+            if free > 0:
+                wanted.append((name, min(free, self.settings.batch)))
+        if self._stopping or not wanted:
+            return 0
+        results = await asyncio.gather(
+            *(
+                self.store.claim(name, limit, now, self.settings.lease, self.worker_id)
+                for name, limit in wanted
+            ),
+            return_exceptions=True,
+        )
+        started = 0
+        failure: BaseException | None = None
+        for (name, _limit), claimed in zip(wanted, results, strict=True):
+            if isinstance(claimed, BaseException):
+                failure = failure or claimed
                 continue
-            claimed = await self.store.claim(
-                name, min(free, self.settings.batch), now, self.settings.lease, self.worker_id
-            )
             for delivery in claimed:
                 if delivery.id in self._sending:  # its lease ran out while this process sends it
                     continue
@@ -188,6 +200,8 @@ class Worker:
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
                 started += 1
+        if failure is not None:  # what the other claims took has been started all the same
+            raise failure
         return started
 
     async def prune(self) -> int:

@@ -265,6 +265,15 @@ def test_nesting_is_refused_exactly_past_the_limit(depth: int, objects: bool) ->
             read(body)
 
 
+@given(siblings=st.integers(0, 3 * corpus.MAX_DEPTH), in_text=st.integers(0, 500))
+def test_many_brackets_side_by_side_or_in_strings_are_not_depth(
+    siblings: int, in_text: int
+) -> None:
+    # more brackets than levels allowed makes parse_json walk the value; still not too deep
+    body = json.dumps({"a": [[1]] * siblings, "b": "{[" * in_text}).encode()
+    assert read(body)["b"] == "{[" * in_text
+
+
 def _finite(value: Any) -> bool:
     if isinstance(value, float):
         return value == value and value not in (float("inf"), float("-inf"))
