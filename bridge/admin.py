@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -28,10 +27,7 @@ def _error(code: int, message: str) -> JSONResponse:
 
 
 def _since(value: str | None) -> float | None:
-    if value is None:
-        return None
-    parsed = datetime.fromisoformat(value)
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    return None if value is None else views.timestamp(value)
 
 
 def routes(config: Config, store: Store) -> list[Route]:

@@ -8,7 +8,6 @@ import json
 import signal
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +21,8 @@ from bridge import config as config_module
 from bridge import logging as bridge_logging
 from bridge import mapping, views
 from bridge.destinations.base import Skipped
-from bridge.pipeline import Pipeline, link_refund, mask
+from bridge.logging import mask
+from bridge.pipeline import Pipeline, link_refund
 from bridge.sources.base import BadEvent
 from bridge.store import StoreUnavailable, connect
 
@@ -373,11 +373,10 @@ def redrive(
     since_ts = None
     if since is not None:
         try:
-            parsed = datetime.fromisoformat(since)
+            since_ts = views.timestamp(since)
         except ValueError:
             err.print(f"--since: not an ISO date or time: {since!r}", markup=False)
             raise typer.Exit(2) from None
-        since_ts = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
     async def work(store: Any) -> list[int]:
         wanted = list(ids or [])

@@ -7,6 +7,7 @@ log line, whatever the key.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -16,19 +17,31 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-_SECRETS: re.Pattern[str] | None = None
+_SECRETS: tuple[str, ...] = ()
+
+
+@functools.lru_cache(maxsize=16)
+def _pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    # longest first, so that a secret inside another is masked whole
+    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+
+def mask(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every one of ``secrets`` replaced by ``***``."""
+    pattern = _pattern(secrets)
+    return pattern.sub("***", text) if pattern is not None else text
 
 
 def set_secrets(secrets: Iterable[str]) -> None:
-    """Mask these wherever they appear (longest first, so that one inside another is masked)."""
+    """Mask these in every log line."""
     global _SECRETS
-    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
-    _SECRETS = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+    _SECRETS = tuple(secrets)
 
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return _SECRETS.sub("***", value) if _SECRETS is not None else value
+        return mask(value, _SECRETS)
     if isinstance(value, dict):
         return {k: _scrub(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -37,7 +50,7 @@ def _scrub(value: Any) -> Any:
 
 
 def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
-    if _SECRETS is None:
+    if not _SECRETS:
         return event_dict
     return {key: _scrub(value) for key, value in event_dict.items()}
 

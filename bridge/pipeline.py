@@ -158,10 +158,3 @@ def _safe(expression: mapping.Expression, data: Mapping[str, object]) -> object:
         return expression.search(data)
     except mapping.MappingError:
         return None
-
-
-def mask(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, "***")
-    return text

@@ -8,14 +8,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.logging import mask
 from bridge.model import Attempt, Delivery
-from bridge.pipeline import mask
 
 
 def iso(ts: float | None) -> str | None:
     return (
         None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
     )
+
+
+def timestamp(text: str) -> float:
+    """An ISO date or time as unix seconds (UTC when it names no zone); ValueError if not ISO."""
+    parsed = datetime.fromisoformat(text)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def delivery(d: Delivery, secrets: tuple[str, ...] = ()) -> dict[str, Any]:

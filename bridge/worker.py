@@ -25,8 +25,9 @@ import structlog
 
 from bridge import mapping, metrics
 from bridge.destinations.base import Outcome, Skipped
+from bridge.logging import mask
 from bridge.model import Attempt, Delivery, ProviderEvent, Status
-from bridge.pipeline import Pipeline, mask, purchase_refs
+from bridge.pipeline import Pipeline, purchase_refs
 from bridge.ratelimit import RateLimit
 from bridge.retry import RetryPolicy
 from bridge.store.base import Finish, Store, StoreUnavailable

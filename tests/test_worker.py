@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bridge import __version__ as version
 from bridge.model import Status
 from tests.conftest import table_yaml
 from tests.harness import Harness, ok, run
@@ -52,8 +53,30 @@ def test_requests_carry_auth_and_a_browser_user_agent(tmp_path: Path) -> None:
         assert all(
             r.method == "POST" and r.headers["content-type"] == "application/json" for r in h.sent
         )
+        others = [r for r in h.sent if not r.url.path.endswith("/api/send")]
+        assert {r.headers["user-agent"] for r in others} == {f"payment-webhook-bridge/{version}"}
+        assert all("cookie" not in r.headers for r in h.sent)
 
     run(tmp_path, ok, scenario)
+
+
+def test_a_redirect_is_not_followed_and_is_dead(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/track/sale"):
+            return httpx.Response(
+                301, headers={"Location": "http://127.0.0.1:9/elsewhere", "Set-Cookie": "a=b"}
+            )
+        return ok(request)
+
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json")
+        await h.worker.drain()
+        found = next(d for d in await h.store.deliveries() if d.destination == "dub")
+        assert found.status is Status.DEAD and found.attempts == 1
+        assert (found.last_error or "").startswith("HTTP 301")
+        assert [r.url.path for r in h.sent].count("/dub/track/sale") == 1
+
+    run(tmp_path, handler, scenario)
 
 
 def test_dub_sale_null_is_not_recorded_not_delivered(tmp_path: Path) -> None:
