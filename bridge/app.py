@@ -52,11 +52,14 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def parse_json(text: str, max_depth: int) -> Any:
     """One parse per request; NaN/Infinity, numbers that overflow a float (1e999), a byte order
     mark and nesting deeper than ``max_depth`` are refused."""
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise TooDeep(f"JSON nested deeper than {max_depth} levels") from None
     if text.count("{") + text.count("[") <= max_depth:

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-_SECRETS: tuple[str, ...] = ()
+_SECRETS: re.Pattern[str] | None = None  # what every log line is scrubbed of
 
 
 @functools.lru_cache(maxsize=16)
@@ -36,12 +36,12 @@ def mask(text: str, secrets: tuple[str, ...]) -> str:
 def set_secrets(secrets: Iterable[str]) -> None:
     """Mask these in every log line."""
     global _SECRETS
-    _SECRETS = tuple(secrets)
+    _SECRETS = _pattern(tuple(secrets))
 
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return mask(value, _SECRETS)
+        return _SECRETS.sub("***", value) if _SECRETS is not None else value
     if isinstance(value, dict):
         return {k: _scrub(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -50,7 +50,7 @@ def _scrub(value: Any) -> Any:
 
 
 def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
-    if not _SECRETS:
+    if _SECRETS is None:
         return event_dict
     return {key: _scrub(value) for key, value in event_dict.items()}
 

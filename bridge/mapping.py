@@ -202,6 +202,32 @@ _ORDER: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+def _field_path(node: dict[str, Any]) -> tuple[str, ...] | None:
+    """The names of a subexpression made of fields only (``a.b.c``), else None."""
+    if node["type"] == "field":
+        return (node["value"],)
+    if node["type"] != "subexpression":
+        return None
+    names: tuple[str, ...] = ()
+    for child in node.get("children", []):
+        part = _field_path(child)
+        if part is None:
+            return None
+        names += part
+    return names
+
+
+def _path(names: tuple[str, ...]) -> Evaluate:
+    def path(value: Any) -> Any:
+        for name in names:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(name)
+        return value
+
+    return path
+
+
 def _compile(node: dict[str, Any]) -> Evaluate:
     kind = node["type"]
     children = node.get("children", [])
@@ -209,6 +235,9 @@ def _compile(node: dict[str, Any]) -> Evaluate:
         name = node["value"]
         return lambda value: value.get(name) if isinstance(value, dict) else None
     if kind == "subexpression":
+        names = _field_path(node)
+        if names is not None:  # a.b.c: one loop, not a closure per step
+            return _path(names)
         steps = [_compile(child) for child in children]
 
         def chain(value: Any) -> Any:

@@ -18,7 +18,7 @@ import hmac
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import stripe
+from stripe import SignatureVerificationError, WebhookSignature
 
 from bridge.config import SourceConfig
 from bridge.model import ProviderEvent
@@ -61,8 +61,8 @@ class StripeSource:
         normalized = ",".join([f"t={timestamp}", *(f"v1={s}" for s in signatures)])
         for secret in self._secrets:
             try:
-                stripe.WebhookSignature.verify_header(payload, normalized, secret, self.tolerance)
-            except stripe.SignatureVerificationError:
+                WebhookSignature.verify_header(payload, normalized, secret, self.tolerance)
+            except SignatureVerificationError:
                 continue
             return
         raise SignatureError("no signature matches a configured signing secret")
