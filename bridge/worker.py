@@ -160,7 +160,7 @@ class Worker:
                 continue
             timeout = self.settings.poll_interval
             with contextlib.suppress(StoreUnavailable):
-                due = await self.store.next_due()
+                due = await self.store.next_due(list(self.pipeline.config.destinations))
                 if due is not None:
                     timeout = min(timeout, max(0.0, due - self.clock()))
             with contextlib.suppress(TimeoutError):

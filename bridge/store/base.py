@@ -14,7 +14,7 @@ Every backend keeps the same promises:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -96,7 +96,8 @@ class Store(Protocol):
         """Make claims due again: ``worker``'s own (a claim token, ``NAME/BOOT``), every
         incarnation's of a worker NAME, or every claim for None; how many."""
 
-    async def next_due(self) -> float | None: ...
+    async def next_due(self, destinations: Sequence[str]) -> float | None:
+        """The earliest time one of these destinations' unfinished deliveries is due."""
 
     async def get(self, delivery_id: int) -> tuple[Delivery, list[Attempt]] | None: ...
 

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, cast
 
 import psycopg
@@ -241,9 +241,10 @@ class PostgresStore:
         async with self._conn() as conn:
             return (await conn.execute(self._sql["release"], params)).rowcount
 
-    async def next_due(self) -> float | None:
+    async def next_due(self, destinations: Sequence[str]) -> float | None:
         async with self._conn() as conn:
-            row = await (await conn.execute(self._sql["next_due"])).fetchone()
+            params = {"destinations": list(destinations)}
+            row = await (await conn.execute(self._sql["next_due"], params)).fetchone()
         value = row["min"] if row else None
         return None if value is None else float(value)
 

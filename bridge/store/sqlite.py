@@ -16,7 +16,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -276,10 +276,15 @@ class SQLiteStore:
         params = {"worker": worker or "", "all_workers": worker is None, "now": now}
         return await self._call(lambda conn: conn.execute(sql, params).rowcount)
 
-    async def next_due(self) -> float | None:
+    async def next_due(self, destinations: Sequence[str]) -> float | None:
         sql = self._sql["next_due"]
-        value = await self._call(lambda conn: conn.execute(sql).fetchone()[0])
-        return None if value is None else float(value)
+
+        def op(conn: sqlite3.Connection) -> float | None:
+            found = [conn.execute(sql, {"destination": d}).fetchone()[0] for d in destinations]
+            due = [float(value) for value in found if value is not None]
+            return min(due) if due else None
+
+        return await self._call(op)
 
     async def get(self, delivery_id: int) -> tuple[Delivery, list[Attempt]] | None:
         sql = self._sql

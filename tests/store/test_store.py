@@ -21,6 +21,7 @@ from bridge.store import Finish, Ingest, SQLiteStore, Store, StoreUnavailable
 
 NOW = 1_700_000_000.0
 LEASE = 30.0
+DUE = ["dub", "shop", "umami"]  # the destinations next_due is asked about
 
 
 def _sqlite(tmp_path: Path) -> Store:
@@ -346,7 +347,7 @@ def test_pending_finish_is_not_claimed_before_next_at(store: Store, runner: asyn
         assert got[0].last_error == "503"
         assert got[1] == [tried]
 
-        assert await store.next_due() == NOW + 60
+        assert await store.next_due(DUE) == NOW + 60
         assert await store.claim("dub", 10, NOW + 59, LEASE, "w1") == []
         again = await claim_one(store, "dub", NOW + 60)
         assert again.id == d.id
@@ -606,28 +607,31 @@ def test_deliveries_filters_and_counts(store: Store, runner: asyncio.Runner) -> 
 
 def test_next_due(store: Store, runner: asyncio.Runner) -> None:
     async def body() -> None:
-        assert await store.next_due() is None
+        assert await store.next_due(DUE) is None
         await store.ingest(ingest_of("evt_1", ["dub"]), NOW + 5)
         await store.ingest(ingest_of("evt_2", ["shop"]), NOW + 7)
-        assert await store.next_due() == NOW + 5
+        assert await store.next_due(DUE) == NOW + 5
+        assert await store.next_due(["shop"]) == NOW + 7  # only the destinations named
+        assert await store.next_due(["voucherify"]) is None
+        assert await store.next_due([]) is None
 
         dub = await claim_one(store, "dub", NOW + 5)
-        assert await store.next_due() == NOW + 7  # shop pending; dub's lease ends later
+        assert await store.next_due(DUE) == NOW + 7  # shop pending; dub's lease ends later
         shop = await claim_one(store, "shop", NOW + 7)
-        assert await store.next_due() == NOW + 5 + LEASE  # the first lease to run out
+        assert await store.next_due(DUE) == NOW + 5 + LEASE  # the first lease to run out
 
         fin = Finish(dub.id, "w1", Status.PENDING, NOW + 500, attempt(dub.id, "retry", 503))
         assert await store.finish(fin, NOW + 8)
-        assert await store.next_due() == NOW + 7 + LEASE
+        assert await store.next_due(DUE) == NOW + 7 + LEASE
         fin = Finish(shop.id, "w1", Status.DELIVERED, NOW + 9, attempt(shop.id))
         assert await store.finish(fin, NOW + 9)
-        assert await store.next_due() == NOW + 500
+        assert await store.next_due(DUE) == NOW + 500
         fin = Finish(dub.id, "w1", Status.DEAD, NOW + 9, None)
         assert await store.finish(fin, NOW + 9) is False  # not claimed
         await claim_one(store, "dub", NOW + 500)
         fin = Finish(dub.id, "w1", Status.DEAD, NOW + 501, attempt(dub.id))
         assert await store.finish(fin, NOW + 501)
-        assert await store.next_due() is None
+        assert await store.next_due(DUE) is None
 
     runner.run(body())
 

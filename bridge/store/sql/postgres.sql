@@ -88,7 +88,13 @@ WHERE status = 'in_flight'
   AND (%(all_workers)s OR claimed_by = %(worker)s OR starts_with(claimed_by, %(worker)s || '/'));
 
 -- name: next_due
-SELECT MIN(next_at) AS min FROM deliveries WHERE status IN ('pending', 'in_flight');
+-- each destination's earliest due time is a seek in deliveries_due, however long the queue is
+SELECT MIN(due.next_at) AS min
+FROM unnest(%(destinations)s::text[]) AS names (destination)
+CROSS JOIN LATERAL (
+    SELECT MIN(d.next_at) AS next_at FROM deliveries d
+    WHERE d.destination = names.destination AND d.status IN ('pending', 'in_flight')
+) AS due;
 
 -- name: get_delivery
 SELECT d.*, e.source, e.event_id, e.type AS event_type, e.payload, e.refund_baseline

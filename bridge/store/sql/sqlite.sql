@@ -79,7 +79,9 @@ WHERE status = 'in_flight'
   AND (:all_workers OR claimed_by = :worker OR substr(claimed_by, 1, length(:worker) + 1) = :worker || '/');
 
 -- name: next_due
-SELECT MIN(next_at) FROM deliveries WHERE status IN ('pending', 'in_flight');
+-- one destination's earliest due time: a seek in deliveries_due, however long the queue is
+SELECT MIN(next_at) FROM deliveries
+WHERE destination = :destination AND status IN ('pending', 'in_flight');
 
 -- name: get_delivery
 SELECT d.*, e.source, e.event_id, e.type AS event_type, e.payload, e.refund_baseline
