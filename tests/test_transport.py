@@ -10,6 +10,7 @@ import httpx
 import pytest
 import trustme
 
+from bridge import worker
 from bridge.transport import Http1Transport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -322,5 +323,23 @@ def test_other_schemes_are_refused() -> None:
     async def go() -> None:
         with pytest.raises(httpx.UnsupportedProtocol):
             await Http1Transport(1).handle_async_request(post("ftp://127.0.0.1/x"))
+
+    run(go())
+
+
+@pytest.mark.parametrize("http2", [False, True])
+def test_the_workers_exchange_reads_at_most_the_answer_limit_through_either_transport(
+    http2: bool,
+) -> None:
+    async def go() -> None:
+        size = 200_000
+        answer = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size + b"y" * size
+        async with serving(keep_answering(answer)) as server:
+            transport = worker._transport(2, http2)  # http2: httpx's own pool (HTTP/1.1 here)
+            for _ in range(2):
+                response = await worker._exchange(transport, post(server.url()))
+                assert response.status_code == 200
+                assert response.content == b"y" * worker.ANSWER_LIMIT
+            await transport.aclose()
 
     run(go())
