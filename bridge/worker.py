@@ -56,18 +56,19 @@ async def _exchange(transport: httpx.AsyncBaseTransport, request: httpx.Request)
     huge answer never fills memory)."""
     response = await transport.handle_async_request(request)
     response.request = request
-    if response.is_stream_consumed and len(response.content) <= ANSWER_LIMIT:
-        return response  # read by the transport, within the limit (Http1Transport's way)
-    body = bytearray()
-    try:
-        async for chunk in response.aiter_raw():
-            body += chunk
-            if len(body) >= ANSWER_LIMIT:
-                break
-    except httpx.StreamConsumed:  # a transport that hands over a body already read (a mock)
+    if response.is_stream_consumed:  # read by the transport (Http1Transport, a mock's)
+        if len(response.content) <= ANSWER_LIMIT:
+            return response
         body = bytearray(response.content[:ANSWER_LIMIT])
-    finally:
-        await response.aclose()
+    else:
+        body = bytearray()
+        try:
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) >= ANSWER_LIMIT:
+                    break
+        finally:
+            await response.aclose()
     return httpx.Response(
         response.status_code,
         headers=response.headers,

@@ -343,3 +343,13 @@ def test_the_workers_exchange_reads_at_most_the_answer_limit_through_either_tran
             await transport.aclose()
 
     run(go())
+
+
+def test_the_workers_exchange_cuts_a_body_a_transport_already_read() -> None:
+    async def go() -> None:
+        transport = httpx.MockTransport(lambda request: httpx.Response(200, content=b"z" * 200_000))
+        response = await worker._exchange(transport, post("http://127.0.0.1:9/hook"))
+        assert response.status_code == 200
+        assert response.content == b"z" * worker.ANSWER_LIMIT
+
+    run(go())

@@ -39,10 +39,16 @@ class TemplateDestination:
     def __init__(self, name: str, config: DestinationConfig) -> None:
         self.name = name
         self.config = config
-        self.url = config.base_url.rstrip("/") + self.path
-        self._url = httpx.URL(self.url)  # parsed once, not per request
+        self.url = httpx.URL(config.base_url.rstrip("/") + self.path)  # parsed once
         self._settings = config.settings()
-        self._headers: dict[str, str] | None = None
+        # the same for every request (they come from the configuration): built once
+        self._headers = {
+            "User-Agent": USER_AGENT,
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",
+            **self.headers(),
+        }
 
     def body(self, txn: Transaction, event: ProviderEvent) -> dict[str, Any]:
         if txn.kind == "refund" and self.no_refunds:
@@ -62,17 +68,7 @@ class TemplateDestination:
 
     def request(self, txn: Transaction, event: ProviderEvent) -> httpx.Request:
         content = json.dumps(mapping.json_ready(self.body(txn, event)), separators=(",", ":"))
-        if self._headers is None:  # the same for every request: built once
-            self._headers = {
-                "User-Agent": USER_AGENT,
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "Accept-Encoding": "identity",
-                **self.headers(),
-            }
-        return httpx.Request(
-            self.method, self._url, content=content.encode(), headers=self._headers
-        )
+        return httpx.Request(self.method, self.url, content=content.encode(), headers=self._headers)
 
     def classify(self, response: httpx.Response, now: float) -> Outcome:
         return classify_status(response, now)
