@@ -6,53 +6,52 @@ from typing import Any
 
 from bridge.store.base import Finish, Ingest
 
+EVENT_COLUMNS = ("source", "event_id", "type", "received_at", "payload")
+DELIVERY_COLUMNS = ("event_pk", "route", "destination", "order_key", "now")
+REF_COLUMNS = ("source", "ref", "txn_id", "customer_id", "external_id", "email", "name", "now")
+
+
+def event_values(item: Ingest, now: float) -> tuple[Any, ...]:
+    event = item.event
+    return (event.source, event.id, event.type, now, item.body)
+
+
+def delivery_values(
+    item: Ingest, event_pk: int, resolved: str | None, now: float
+) -> list[tuple[Any, ...]]:
+    """A refund whose purchase id was not in its payload takes the remembered purchase's id (or
+    its first payment reference) as its order key, so it queues behind that purchase."""
+    fallback = resolved or (item.link_refs[0] if item.link_refs else item.event.id)
+    return [
+        (event_pk, d.route, d.destination, d.order_key or fallback, now) for d in item.deliveries
+    ]
+
+
+def ref_values(item: Ingest, now: float) -> list[tuple[Any, ...]]:
+    if item.purchase is None:
+        return []
+    txn_id, customer, source = item.purchase.txn_id, item.purchase.customer, item.event.source
+    return [
+        (source, ref, txn_id, customer.id, customer.external_id, customer.email, customer.name, now)
+        for ref in item.remember
+    ]
+
 
 def event_row(item: Ingest, now: float) -> dict[str, Any]:
-    event = item.event
-    return {
-        "source": event.source,
-        "event_id": event.id,
-        "type": event.type,
-        "received_at": now,
-        "payload": item.body,
-    }
+    return dict(zip(EVENT_COLUMNS, event_values(item, now), strict=True))
 
 
 def delivery_rows(
     item: Ingest, event_pk: int, resolved: str | None, now: float
 ) -> list[dict[str, Any]]:
-    """A refund whose purchase id was not in its payload takes the remembered purchase's id (or
-    its first payment reference) as its order key, so it queues behind that purchase."""
-    fallback = resolved or (item.link_refs[0] if item.link_refs else item.event.id)
     return [
-        {
-            "event_pk": event_pk,
-            "route": d.route,
-            "destination": d.destination,
-            "order_key": d.order_key or fallback,
-            "now": now,
-        }
-        for d in item.deliveries
+        dict(zip(DELIVERY_COLUMNS, v, strict=True))
+        for v in delivery_values(item, event_pk, resolved, now)
     ]
 
 
 def ref_rows(item: Ingest, now: float) -> list[dict[str, Any]]:
-    if item.purchase is None:
-        return []
-    customer = item.purchase.customer
-    return [
-        {
-            "source": item.event.source,
-            "ref": ref,
-            "txn_id": item.purchase.txn_id,
-            "customer_id": customer.id,
-            "external_id": customer.external_id,
-            "email": customer.email,
-            "name": customer.name,
-            "now": now,
-        }
-        for ref in item.remember
-    ]
+    return [dict(zip(REF_COLUMNS, v, strict=True)) for v in ref_values(item, now)]
 
 
 def finish_row(item: Finish, now: float) -> dict[str, Any]:

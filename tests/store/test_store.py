@@ -713,6 +713,36 @@ def test_duplicate_ingests_in_one_batch_store_one(store: Store, runner: asyncio.
     runner.run(body())
 
 
+def test_hundreds_of_events_in_one_commit_are_each_stored_whole(
+    store: Store, runner: asyncio.Runner
+) -> None:
+    """More events, deliveries and remembered refs than one multi-row statement takes."""
+
+    async def body() -> None:
+        customer = Customer("cus_1", "user_1", None, None)
+        items = [
+            ingest_of(
+                f"evt_{i:03}",
+                ["dub", "shop", "umami"],
+                remember=[f"in_{i}", f"ch_{i}"],
+                purchase=Purchase(f"in_{i}", customer),
+            )
+            for i in range(300)
+        ]
+        items.insert(150, ingest_of("evt_007", ["dub"]))  # a duplicate among them
+        results = await asyncio.gather(*(store.ingest(item, NOW) for item in items))
+        assert results == [True] * 150 + [False] + [True] * 150
+        assert await store.counts() == {"pending": 900}
+        rows = await store.deliveries(destination="umami", limit=1000)
+        assert sorted(d.event_id for d in rows) == [f"evt_{i:03}" for i in range(300)]
+        assert {d.order_key for d in rows} == {f"txn_evt_{i:03}" for i in range(300)}
+        for i in (0, 255, 256, 299):
+            found = await store.purchase("stripe", [f"ch_{i}"])
+            assert found == Purchase(f"in_{i}", customer)
+
+    runner.run(body())
+
+
 def test_a_failing_ingest_in_a_batch_leaves_no_trace_and_spares_the_others(
     store: Store, runner: asyncio.Runner
 ) -> None:
@@ -735,6 +765,37 @@ def test_a_failing_ingest_in_a_batch_leaves_no_trace_and_spares_the_others(
 
 
 # --- SQLite specifics -------------------------------------------------------------------------
+
+
+def test_sqlite_writes_a_commit_in_order_and_a_refund_finds_a_sale_of_the_same_commit(
+    tmp_path: Path, runner: asyncio.Runner
+) -> None:
+    """One commit: new events are written first, in arrival order (so a refund keyed like its
+    sale queues behind it), then the events that look something up (a refund naming only a
+    charge finds the sale remembered in the same commit, even one that arrived after it)."""
+    store = _sqlite(tmp_path)
+
+    async def body() -> None:
+        await store.open()
+        try:
+            sale = ingest_of(
+                "evt_sale",
+                ["shop"],
+                "in_1",
+                remember=["in_1", "ch_1"],
+                purchase=Purchase("in_1", Customer("cus_1", None, None, None)),
+            )
+            refund = ingest_of("evt_refund", ["shop"], "in_1", type_="charge.refunded")
+            orphan = ingest_of("evt_orphan", ["shop"], "", link_refs=["re_1", "ch_1"])
+            results = await asyncio.gather(*(store.ingest(i, NOW) for i in (orphan, sale, refund)))
+            assert results == [True, True, True]
+            assert (await by_event(store, "evt_orphan")).order_key == "in_1"
+            claimed = await store.claim("shop", 10, NOW, LEASE, "w1")
+            assert [d.event_id for d in claimed] == ["evt_sale"]
+        finally:
+            await store.close()
+
+    runner.run(body())
 
 
 def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:

@@ -24,6 +24,32 @@ ON CONFLICT (source, ref) DO UPDATE SET
     external_id = excluded.external_id, email = excluded.email, name = excluded.name,
     created_at = excluded.created_at;
 
+-- The events of one commit that need nothing looked up (most of them) are written three
+-- statements at a time, whatever their number: the store repeats each VALUES row once per row.
+
+-- name: insert_events
+WITH new (source, event_id, type, received_at, payload) AS (VALUES (?, ?, ?, ?, ?))
+INSERT INTO events (source, event_id, type, received_at, payload)
+SELECT * FROM new WHERE true
+ON CONFLICT (source, event_id) DO NOTHING
+RETURNING id, source, event_id;
+
+-- name: insert_deliveries
+WITH new (event_pk, route, destination, order_key, now) AS (VALUES (?, ?, ?, ?, ?))
+INSERT INTO deliveries (event_pk, route, destination, order_key, status, next_at, created_at,
+                        updated_at, window_at)
+SELECT event_pk, route, destination, order_key, 'pending', now, now, now, now FROM new;
+
+-- name: remember_refs
+WITH new (source, ref, txn_id, customer_id, external_id, email, name, now)
+    AS (VALUES (?, ?, ?, ?, ?, ?, ?, ?))
+INSERT INTO payment_refs (source, ref, txn_id, customer_id, external_id, email, name, created_at)
+SELECT * FROM new WHERE true
+ON CONFLICT (source, ref) DO UPDATE SET
+    txn_id = excluded.txn_id, customer_id = excluded.customer_id,
+    external_id = excluded.external_id, email = excluded.email, name = excluded.name,
+    created_at = excluded.created_at;
+
 -- name: refund_total
 SELECT refunded FROM refund_totals WHERE source = :source AND ref = :ref;
 
