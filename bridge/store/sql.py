@@ -19,7 +19,7 @@ def queries(filename: str) -> dict[str, str]:
 _VALUES_ROW = re.compile(r"VALUES \((?:\?, )*\?\)")
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=512)
 def many(sql: str, rows: int) -> str:
     """``sql`` with its one ``VALUES (?, ...)`` row repeated ``rows`` times."""
     match = _VALUES_ROW.search(sql)

@@ -121,7 +121,7 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=512
         )
         try:
             conn.row_factory = sqlite3.Row
