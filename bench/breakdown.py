@@ -1,0 +1,188 @@
+"""Where a webhook's CPU goes, behind the ingest figure.
+
+    python -m bench.breakdown [--requests N]
+
+The bridge's ASGI app is driven in-process (no sockets, no uvicorn: the server stack both
+sides of the ingest ratio share is left out), 64 requests at a time, its worker not started
+(under a burst it yields anyway); the figure is the event loop thread's CPU per request.
+Slices of the requests go through in turn, in ONE process so that the machine's mood falls
+on all alike: the verify-only app; the bridge; the bridge with one part made free:
+
+    log     the log line of an accepted webhook
+    plan    routing and the transaction's fields (each event's plan made beforehand)
+    sql     the SQLite statements of a commit (the batch still begins and commits, empty)
+
+A part's cost is the difference. Each figure is the least over its slices (noise only adds).
+Parts are replaced in this process only, never in the bridge itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from bench.__main__ import SECRET, table
+from bench.apps import verify_only
+from bench.load import signed
+
+VARIANTS = ("verify-only", "bridge", "no-log", "no-plan", "no-sql")
+CONNECTIONS = 64
+ROUNDS = 8
+
+App = Callable[..., Any]
+
+
+def scope_of(signature: str, body: bytes) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/webhooks/stripe",
+        "raw_path": b"/webhooks/stripe",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"bench"),
+            (b"content-type", b"application/json"),
+            (b"stripe-signature", signature.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+        "state": {},
+    }
+
+
+async def call(app: App, signature: str, body: bytes) -> int:
+    status = 0
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # no disconnect while the answer is pending
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope_of(signature, body), receive, send)
+    return status
+
+
+async def drive(app: App, requests: list[tuple[str, bytes]]) -> float:
+    """Main-thread CPU per request (us), 64 in flight at a time; every answer must be 200."""
+    gate = asyncio.Semaphore(CONNECTIONS)
+
+    async def one(signature: str, body: bytes) -> int:
+        async with gate:
+            return await call(app, signature, body)
+
+    start = time.thread_time()
+    statuses = await asyncio.gather(*(one(s, b) for s, b in requests))
+    spent = time.thread_time() - start
+    if set(statuses) != {200}:
+        raise RuntimeError(f"answers other than 200: {sorted(set(statuses))}")
+    return spent / len(requests) * 1e6
+
+
+async def measure(count: int, work: Path) -> dict[str, float]:
+    import bridge.app
+    from bridge import config, logging
+
+    requests = [signed(SECRET, "bd", n) for n in range(count)]
+    warm, rest = requests[:2000], requests[2000:]
+    rounds = len(VARIANTS) * ROUNDS
+    slices = [rest[k::rounds] for k in range(rounds)]
+
+    path = work / "bridge.yaml"
+    path.write_text(table("http://127.0.0.1:9", f"sqlite:///{work}/bridge.db"))
+    loaded = config.load(path)
+    logging.configure("json")
+    logging.set_secrets(loaded.secrets())
+    application = bridge.app.create_app(loaded, run_worker=False)
+    pipeline, store = application.state.pipeline, application.state.store
+    stripe = pipeline.sources["stripe"]
+    plans = {}
+    for _signature, body in rest:
+        event = stripe.event(json.loads(body), {})
+        plans[event.id] = pipeline.plan(event)
+    ceiling = verify_only(SECRET)
+    logger = bridge.app.log
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)  # as `bridge serve` does
+    figures: dict[str, float] = {}
+    async with application.router.lifespan_context(application):
+        await drive(application, warm)
+        await drive(ceiling, warm)
+        for index, part in enumerate(slices):
+            variant = VARIANTS[index % len(VARIANTS)]
+            if variant == "no-log":
+                bridge.app.log = _Silent()
+            if variant == "no-plan":
+                pipeline.plan = lambda event: plans[event.id]
+            if variant == "no-sql":
+                store._write_events = lambda conn, new: [True] * len(new)
+            try:
+                spent = await drive(ceiling if variant == "verify-only" else application, part)
+            finally:
+                bridge.app.log = logger
+                vars(pipeline).pop("plan", None)
+                vars(store).pop("_write_events", None)
+            figures[variant] = min(spent, figures.get(variant, spent))
+    return figures
+
+
+class _Silent:
+    def bind(self, **values: Any) -> _Silent:
+        return self
+
+    def info(self, *args: Any, **values: Any) -> None:
+        pass
+
+    warning = error = info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=60_000)
+    args = parser.parse_args()
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the log lines go nowhere
+    with tempfile.TemporaryDirectory(prefix="bench-breakdown-") as folder:
+        figures = uvloop.run(measure(args.requests, Path(folder)))
+    whole = figures["bridge"]
+    parts = {
+        "SQLite statements of the commit": whole - figures["no-sql"],
+        "routing and transaction fields": whole - figures["no-plan"],
+        "log line": whole - figures["no-log"],
+    }
+    print("in-process, event loop CPU per request (us), worker off")
+    print(f"  {'verify-only app':<40}{figures['verify-only']:7.1f}")
+    print(f"  {'bridge':<40}{whole:7.1f}")
+    for what, cost in parts.items():
+        print(f"    {what:<38}{cost:7.1f}")
+    print(json.dumps({"figures": figures, "parts": parts}))
+
+
+if __name__ == "__main__":
+    main()
