@@ -227,13 +227,16 @@ class SQLiteStore:
             if pk is not None:
                 deliveries += params.delivery_values(op.item, pk, None, op.now)
                 refs += params.ref_values(op.item, op.now)
-        for name, values in (("insert_deliveries", deliveries), ("remember_refs", refs)):
-            for rows in _chunks(values):
-                conn.execute(many(self._sql[name], len(rows)), _flat(rows))
+        self._insert(conn, "insert_deliveries", deliveries)
+        self._insert(conn, "remember_refs", refs)
         return [
             first[key] == index and key in stored
             for index, key in enumerate((op.item.event.source, op.item.event.id) for op in new)
         ]
+
+    def _insert(self, conn: sqlite3.Connection, name: str, rows: list[tuple[Any, ...]]) -> None:
+        for chunk in _chunks(rows):
+            conn.execute(many(self._sql[name], len(chunk)), _flat(chunk))
 
     # --- the Store protocol -------------------------------------------------------------------
 
@@ -249,7 +252,8 @@ class SQLiteStore:
         sql = self._sql
 
         def op(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(sql["insert_event"], params.event_row(item, now)).fetchone()
+            insert = many(sql["insert_events"], 1)
+            row = conn.execute(insert, params.event_values(item, now)).fetchone()
             if row is None:
                 return False
             resolved = None
@@ -260,10 +264,10 @@ class SQLiteStore:
                 if found is not None:
                     resolved = found["txn_id"]
                     break
-            conn.executemany(
-                sql["insert_delivery"], params.delivery_rows(item, row[0], resolved, now)
+            self._insert(
+                conn, "insert_deliveries", params.delivery_values(item, row[0], resolved, now)
             )
-            conn.executemany(sql["remember_ref"], params.ref_rows(item, now))
+            self._insert(conn, "remember_refs", params.ref_values(item, now))
             if item.cumulative is not None:
                 key = {"source": item.event.source, "ref": item.cumulative[0]}
                 before = conn.execute(sql["refund_total"], key).fetchone()

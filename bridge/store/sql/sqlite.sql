@@ -5,27 +5,9 @@ PRAGMA journal_mode = WAL;
 PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 5000;
 
--- name: insert_event
-INSERT INTO events (source, event_id, type, received_at, payload)
-VALUES (:source, :event_id, :type, :received_at, :payload)
-ON CONFLICT (source, event_id) DO NOTHING
-RETURNING id;
-
--- name: insert_delivery
-INSERT INTO deliveries (event_pk, route, destination, order_key, status, next_at, created_at,
-                        updated_at, window_at)
-VALUES (:event_pk, :route, :destination, :order_key, 'pending', :now, :now, :now, :now);
-
--- name: remember_ref
-INSERT INTO payment_refs (source, ref, txn_id, customer_id, external_id, email, name, created_at)
-VALUES (:source, :ref, :txn_id, :customer_id, :external_id, :email, :name, :now)
-ON CONFLICT (source, ref) DO UPDATE SET
-    txn_id = excluded.txn_id, customer_id = excluded.customer_id,
-    external_id = excluded.external_id, email = excluded.email, name = excluded.name,
-    created_at = excluded.created_at;
-
--- The events of one commit that need nothing looked up (most of them) are written three
--- statements at a time, whatever their number: the store repeats each VALUES row once per row.
+-- Events, deliveries and remembered purchases are written by multi-row statements: the store
+-- repeats each VALUES row once per row (the events of one commit that need nothing looked
+-- up, most of them, take three statements whatever their number).
 
 -- name: insert_events
 WITH new (source, event_id, type, received_at, payload) AS (VALUES (?, ?, ?, ?, ?))
