@@ -5,13 +5,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from bridge.model import Item
 from bridge.sources.base import BadEvent, SignatureError
@@ -21,7 +19,6 @@ from tests.sources.support import (
     explain,
     fixture,
     header_maps,
-    json_values,
     make,
     skip_reason,
     summary,
@@ -107,14 +104,6 @@ def test_the_default_tolerance_is_paddles_five_seconds_and_is_configurable() -> 
     lenient.verify(BODY, signature(BODY, ts=int(NOW) - 299), NOW)
 
 
-@given(body=st.binary(max_size=300), headers=header_maps("Paddle-Signature", "paddle-signature"))
-def test_random_bodies_and_headers_raise_only_signature_errors(
-    body: bytes, headers: dict[str, str]
-) -> None:
-    with contextlib.suppress(SignatureError):
-        SOURCE.verify(body, headers, NOW)
-
-
 @given(headers=header_maps("Paddle-Signature"))
 def test_random_signature_headers_near_a_real_one_raise_only_signature_errors(
     headers: dict[str, str],
@@ -122,21 +111,6 @@ def test_random_signature_headers_near_a_real_one_raise_only_signature_errors(
     value = headers.get("Paddle-Signature", "")
     with contextlib.suppress(SignatureError):
         SOURCE.verify(BODY, {"Paddle-Signature": f"ts={int(NOW)};{value}"}, NOW)
-
-
-@given(body=st.binary(max_size=500))
-def test_a_signature_made_by_sign_verifies_over_any_bytes(body: bytes) -> None:
-    now = time.time()
-    SOURCE.verify(body, SOURCE.sign(body, now), now)
-
-
-@given(payload=json_values)
-def test_random_json_raises_only_bad_event(payload: Any) -> None:
-    try:
-        event = SOURCE.event(payload, {})
-    except BadEvent:
-        return
-    assert event.id and event.type
 
 
 # --- events -> transactions -------------------------------------------------------------------
