@@ -74,11 +74,15 @@ async def _exchange(transport: httpx.AsyncBaseTransport, request: httpx.Request)
         headers=response.headers,
         content=bytes(body[:ANSWER_LIMIT]),
         request=request,
+        extensions={"http_version": response.extensions.get("http_version", b"HTTP/1.1")},
     )
 
 
-def _transport(concurrency: int, http2: bool) -> httpx.AsyncBaseTransport:
-    """One connection pool per destination, as many connections as its concurrency."""
+def _transport(concurrency: int, http2: bool | None, base_url: str) -> httpx.AsyncBaseTransport:
+    """One connection pool per destination, as many connections as its concurrency: HTTP/2
+    where the destination offers it (over TLS, by ALPN) unless ``http2`` says otherwise."""
+    if http2 is None:
+        http2 = base_url.lower().startswith("https://")
     if http2:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         return httpx.AsyncHTTPTransport(http2=True, limits=limits)
@@ -128,7 +132,9 @@ class Worker:
             self._limits[name] = RateLimit(cfg.rate_limit)
             self._policies[name] = RetryPolicy(**cfg.retry.model_dump())
             if not cfg.dry_run:
-                self._transports[name] = transport or _transport(cfg.concurrency, cfg.http2)
+                self._transports[name] = transport or _transport(
+                    cfg.concurrency, cfg.http2, cfg.base_url
+                )
                 self._timeouts[name] = httpx.Timeout(cfg.timeout).as_dict()
 
     # --- the loop ---------------------------------------------------------------------------

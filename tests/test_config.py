@@ -267,6 +267,29 @@ def test_missing_api_key_is_fine_in_dry_run(tmp_path: Path) -> None:
     assert dub.dry_run is True
 
 
+@pytest.mark.parametrize(("value", "expected"), [(None, None), ("true", True), ("false", False)])
+def test_http2_is_unset_where_offered_or_forced_either_way(
+    tmp_path: Path, value: str | None, expected: bool | None
+) -> None:
+    line = "" if value is None else f"    http2: {value}\n"
+    config = load(
+        write(
+            tmp_path,
+            BASE.replace("    api_key: dub_key_123\n", f"    api_key: dub_key_123\n{line}"),
+        )
+    )
+    assert config.destinations["dub"].http2 is expected
+
+
+def test_http2_must_be_true_or_false(tmp_path: Path) -> None:
+    text = BASE.replace(
+        "    api_key: dub_key_123\n", "    api_key: dub_key_123\n    http2: maybe\n"
+    )
+    line, key, problem = only_problem(write(tmp_path, text))
+    assert (line, key) == (9, "destinations.dub.http2")
+    assert "bool" in problem
+
+
 def test_bad_duration(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + "delivery:\n  lease: 5 minutes\n")
     assert_only(path, 13, "delivery.lease", "not a duration: '5 minutes'")

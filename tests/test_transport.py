@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import pytest
 import trustme
@@ -335,7 +339,7 @@ def test_the_workers_exchange_reads_at_most_the_answer_limit_through_either_tran
         size = 200_000
         answer = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size + b"y" * size
         async with serving(keep_answering(answer)) as server:
-            transport = worker._transport(2, http2)  # http2: httpx's own pool (HTTP/1.1 here)
+            transport = worker._transport(2, http2, server.url())  # True: httpx's own pool
             for _ in range(2):
                 response = await worker._exchange(transport, post(server.url()))
                 assert response.status_code == 200
@@ -353,3 +357,86 @@ def test_the_workers_exchange_cuts_a_body_a_transport_already_read() -> None:
         assert response.content == b"z" * worker.ANSWER_LIMIT
 
     run(go())
+
+
+# --- HTTP/2 where the destination offers it ---------------------------------------------------
+
+
+def answer_h2(server: Server) -> Handler:
+    """An HTTP/2 server (the h2 package's state machine) answering each stream 200."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        connection.initiate_connection()
+        writer.write(connection.data_to_send())
+        while data := await reader.read(65536):
+            for event in connection.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    server.requests.append(repr(dict(event.headers)).encode())
+                elif isinstance(event, h2.events.StreamEnded):
+                    body = b'{"ok":true}'
+                    connection.send_headers(
+                        event.stream_id,
+                        [(":status", "200"), ("content-length", str(len(body)))],
+                    )
+                    connection.send_data(event.stream_id, body, end_stream=True)
+            writer.write(connection.data_to_send())
+            await writer.drain()
+
+    return answer
+
+
+def tls_offering(protocols: list[str], ca_file: Path) -> ssl.SSLContext:
+    """A server context whose certificate the client trusts through ``SSL_CERT_FILE``."""
+    authority = trustme.CA()
+    authority.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    context.set_alpn_protocols(protocols)
+    return context
+
+
+def test_an_https_destination_that_offers_http2_gets_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    tls = tls_offering(["h2", "http/1.1"], tmp_path / "ca.pem")
+
+    async def go() -> None:
+        async with serving(answer_h2, tls=tls) as server:
+            url = server.url(scheme="https")
+            transport = worker._transport(2, None, url)  # the table's default
+            for _ in range(3):
+                response = await worker._exchange(transport, post(url))
+                assert response.http_version == "HTTP/2"
+                assert response.json() == {"ok": True}
+            assert server.connections == 1  # one connection, a stream each
+            assert len(server.requests) == 3
+            await transport.aclose()
+
+    run(go())
+
+
+def test_an_https_destination_that_offers_only_http11_gets_http11(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    tls = tls_offering(["http/1.1"], tmp_path / "ca.pem")
+
+    async def go() -> None:
+        async with serving(keep_answering(OK), tls=tls) as server:
+            url = server.url(scheme="https")
+            transport = worker._transport(2, None, url)
+            response = await worker._exchange(transport, post(url))
+            assert response.http_version == "HTTP/1.1"
+            assert response.json() == {"ok": True}
+            await transport.aclose()
+
+    run(go())
+
+
+def test_plain_http_and_http2_false_take_the_lean_http11_transport() -> None:
+    assert isinstance(worker._transport(2, None, "http://127.0.0.1:9"), Http1Transport)
+    assert isinstance(worker._transport(2, False, "https://api.dub.co"), Http1Transport)
+    assert isinstance(worker._transport(2, True, "http://127.0.0.1:9"), httpx.AsyncHTTPTransport)
+    assert isinstance(worker._transport(2, None, "HTTPS://api.dub.co"), httpx.AsyncHTTPTransport)
