@@ -198,11 +198,10 @@ class DestinationConfig(_Model):
     retry: RetryConfig = RetryConfig()
     rate_limit: int | None = Field(default=None, ge=1)  # requests per minute
     concurrency: int = Field(default=8, ge=1)
-    # unset: HTTP/2 where the destination offers it (https: httpx's own transport offers h2
-    # and http/1.1 by ALPN), and plain http through the bridge's own lean HTTP/1.1 keep-alive
-    # transport (bridge/transport.py; see the README's performance section). true: httpx's
-    # transport whatever the scheme; false: the lean HTTP/1.1 transport whatever the scheme.
-    http2: bool | None = None
+    # false: HTTP/1.1 keep-alive through the bridge's own lean transport (bridge/transport.py);
+    # true: httpx's own transport, which offers h2 and http/1.1 by ALPN and speaks HTTP/2 where
+    # the destination offers it, at several times the CPU a delivery (`python -m bench.transports`)
+    http2: bool = False
 
     DEFAULT_BASE_URL: ClassVar[str] = ""
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()

@@ -78,11 +78,8 @@ async def _exchange(transport: httpx.AsyncBaseTransport, request: httpx.Request)
     )
 
 
-def _transport(concurrency: int, http2: bool | None, base_url: str) -> httpx.AsyncBaseTransport:
-    """One connection pool per destination, as many connections as its concurrency: HTTP/2
-    where the destination offers it (over TLS, by ALPN) unless ``http2`` says otherwise."""
-    if http2 is None:
-        http2 = base_url.lower().startswith("https://")
+def _transport(concurrency: int, http2: bool) -> httpx.AsyncBaseTransport:
+    """One connection pool per destination, as many connections as its concurrency."""
     if http2:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         return httpx.AsyncHTTPTransport(http2=True, limits=limits)
@@ -132,9 +129,7 @@ class Worker:
             self._limits[name] = RateLimit(cfg.rate_limit)
             self._policies[name] = RetryPolicy(**cfg.retry.model_dump())
             if not cfg.dry_run:
-                self._transports[name] = transport or _transport(
-                    cfg.concurrency, cfg.http2, cfg.base_url
-                )
+                self._transports[name] = transport or _transport(cfg.concurrency, cfg.http2)
                 self._timeouts[name] = httpx.Timeout(cfg.timeout).as_dict()
 
     # --- the loop ---------------------------------------------------------------------------

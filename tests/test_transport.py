@@ -339,7 +339,7 @@ def test_the_workers_exchange_reads_at_most_the_answer_limit_through_either_tran
         size = 200_000
         answer = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size + b"y" * size
         async with serving(keep_answering(answer)) as server:
-            transport = worker._transport(2, http2, server.url())  # True: httpx's own pool
+            transport = worker._transport(2, http2)  # True: httpx's own pool (HTTP/1.1 here)
             for _ in range(2):
                 response = await worker._exchange(transport, post(server.url()))
                 assert response.status_code == 200
@@ -359,7 +359,7 @@ def test_the_workers_exchange_cuts_a_body_a_transport_already_read() -> None:
     run(go())
 
 
-# --- HTTP/2 where the destination offers it ---------------------------------------------------
+# --- http2: true: HTTP/2 where the destination offers it ----------------------------------------
 
 
 def answer_h2(server: Server) -> Handler:
@@ -396,7 +396,7 @@ def tls_offering(protocols: list[str], ca_file: Path) -> ssl.SSLContext:
     return context
 
 
-def test_an_https_destination_that_offers_http2_gets_it(
+def test_with_http2_true_a_destination_that_offers_http2_gets_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
@@ -405,7 +405,7 @@ def test_an_https_destination_that_offers_http2_gets_it(
     async def go() -> None:
         async with serving(answer_h2, tls=tls) as server:
             url = server.url(scheme="https")
-            transport = worker._transport(2, None, url)  # the table's default
+            transport = worker._transport(2, True)
             for _ in range(3):
                 response = await worker._exchange(transport, post(url))
                 assert response.http_version == "HTTP/2"
@@ -417,7 +417,7 @@ def test_an_https_destination_that_offers_http2_gets_it(
     run(go())
 
 
-def test_an_https_destination_that_offers_only_http11_gets_http11(
+def test_with_http2_true_a_destination_that_offers_only_http11_gets_http11(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
@@ -426,7 +426,7 @@ def test_an_https_destination_that_offers_only_http11_gets_http11(
     async def go() -> None:
         async with serving(keep_answering(OK), tls=tls) as server:
             url = server.url(scheme="https")
-            transport = worker._transport(2, None, url)
+            transport = worker._transport(2, True)
             response = await worker._exchange(transport, post(url))
             assert response.http_version == "HTTP/1.1"
             assert response.json() == {"ok": True}
@@ -435,8 +435,6 @@ def test_an_https_destination_that_offers_only_http11_gets_http11(
     run(go())
 
 
-def test_plain_http_and_http2_false_take_the_lean_http11_transport() -> None:
-    assert isinstance(worker._transport(2, None, "http://127.0.0.1:9"), Http1Transport)
-    assert isinstance(worker._transport(2, False, "https://api.dub.co"), Http1Transport)
-    assert isinstance(worker._transport(2, True, "http://127.0.0.1:9"), httpx.AsyncHTTPTransport)
-    assert isinstance(worker._transport(2, None, "HTTPS://api.dub.co"), httpx.AsyncHTTPTransport)
+def test_the_default_is_the_lean_http11_transport() -> None:
+    assert isinstance(worker._transport(2, False), Http1Transport)
+    assert isinstance(worker._transport(2, True), httpx.AsyncHTTPTransport)
