@@ -212,9 +212,10 @@ class SQLiteStore:
         duplicate (already stored, or earlier in the same batch)."""
         if not new:
             return []
+        keys = [(op.item.event.source, op.item.event.id) for op in new]
         first: dict[tuple[str, str], int] = {}
-        for index, op in enumerate(new):
-            first.setdefault((op.item.event.source, op.item.event.id), index)
+        for index, key in enumerate(keys):
+            first.setdefault(key, index)
         chosen = [new[index] for index in first.values()]
         stored: dict[tuple[str, str], int] = {}
         for rows in _chunks([params.event_values(op.item, op.now) for op in chosen]):
@@ -222,17 +223,15 @@ class SQLiteStore:
             stored.update(((source, event_id), pk) for pk, source, event_id in cursor)
         deliveries: list[tuple[Any, ...]] = []
         refs: list[tuple[Any, ...]] = []
-        for op in chosen:
-            pk = stored.get((op.item.event.source, op.item.event.id))
+        for key, index in first.items():
+            pk = stored.get(key)
             if pk is not None:
+                op = new[index]
                 deliveries += params.delivery_values(op.item, pk, None, op.now)
                 refs += params.ref_values(op.item, op.now)
         self._insert(conn, "insert_deliveries", deliveries)
         self._insert(conn, "remember_refs", refs)
-        return [
-            first[key] == index and key in stored
-            for index, key in enumerate((op.item.event.source, op.item.event.id) for op in new)
-        ]
+        return [first[key] == index and key in stored for index, key in enumerate(keys)]
 
     def _insert(self, conn: sqlite3.Connection, name: str, rows: list[tuple[Any, ...]]) -> None:
         for chunk in _chunks(rows):
