@@ -9,6 +9,16 @@ from bridge.store.base import Finish, Ingest
 EVENT_COLUMNS = ("source", "event_id", "type", "received_at", "payload")
 DELIVERY_COLUMNS = ("event_pk", "route", "destination", "order_key", "now")
 REF_COLUMNS = ("source", "ref", "txn_id", "customer_id", "external_id", "email", "name", "now")
+FINISH_COLUMNS = ("id", "worker", "status", "counted", "next_at", "error", "now")
+ATTEMPT_COLUMNS = (
+    "delivery_id",
+    "started_at",
+    "latency_ms",
+    "outcome",
+    "status_code",
+    "error",
+    "response_excerpt",
+)
 
 
 def event_values(item: Ingest, now: float) -> tuple[Any, ...]:

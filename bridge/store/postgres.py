@@ -5,6 +5,11 @@ with leases, so replicas never claim the same delivery; dedupe is the unique
 (source, event id) index, so two replicas receiving one event at the same
 moment store it once. Each ingest commits with ``pg_notify``, which wakes
 every replica's worker through ``LISTEN`` (polling stays as the fallback).
+
+Group commit, as on SQLite: the new events that concurrent webhooks bring (all
+but refunds that look up their purchase) queue up, and whatever queued together
+is written by ONE statement, in one round trip and one transaction, so that
+they share one WAL flush; no caller hears back before that commit.
 When the database can't be reached every call raises StoreUnavailable (the
 webhook answers 503 and nothing is half-written: each call is one transaction),
 and the pool reconnects by itself when the database is back.
@@ -24,9 +29,11 @@ import psycopg_pool
 import structlog
 from psycopg.rows import dict_row
 
+from bridge import metrics
 from bridge.model import Attempt, Customer, Delivery, Purchase
 from bridge.store import params
 from bridge.store.base import Finish, Ingest, QueueStats, StoredEvent, StoreUnavailable
+from bridge.store.group import GroupCommit
 from bridge.store.migrations import behind, pending
 from bridge.store.rows import attempt_from_row, delivery_from_row
 from bridge.store.sql import queries
@@ -62,6 +69,10 @@ class PostgresStore:
         )
         self._listeners: list[Callable[[], None]] = []
         self._listen_task: asyncio.Task[None] | None = None
+        self._ingests = GroupCommit(
+            self._write_events, self._ingest_one, metrics.INGEST_BATCH.observe
+        )
+        self._finishes = GroupCommit(self._write_finishes, self._finish_one)
 
     # --- connections ------------------------------------------------------------------------
 
@@ -145,6 +156,8 @@ class PostgresStore:
             wait = min(wait * 2, 10.0)
 
     async def close(self) -> None:
+        await self._ingests.flushed()  # what was queued is written (or refused) first
+        await self._finishes.flushed()
         if self._listen_task is not None:
             self._listen_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -159,6 +172,29 @@ class PostgresStore:
             await conn.execute("SELECT 1")
 
     async def ingest(self, item: Ingest, now: float) -> bool:
+        if item.link_refs or item.cumulative is not None:
+            return await self._ingest_one((item, now))
+        return await self._ingests((item, now))
+
+    async def _write_events(self, batch: list[tuple[Ingest, float]]) -> list[bool]:
+        """True for each event stored; False for a duplicate (already stored, or earlier in
+        the same batch)."""
+        keys = [(item.event.source, item.event.id) for item, _now in batch]
+        first: dict[tuple[str, str], int] = {}
+        for index, key in enumerate(keys):
+            first.setdefault(key, index)
+        columns = _columns([batch[index] for index in first.values()])
+        async with self._conn() as conn:
+            cursor = await conn.execute(self._sql["insert_new_events"], columns)
+            written = {row["n"] for row in await cursor.fetchall()}
+        chosen = list(first.values())
+        stored = {chosen[n - 1] for n in written}
+        return [index in stored for index in range(len(batch))]
+
+    async def _ingest_one(self, queued: tuple[Ingest, float]) -> bool:
+        """One event in a transaction of its own: a refund that looks up its purchase, or
+        an event of a batch that failed."""
+        item, now = queued
         sql = self._sql
         async with self._tx() as conn:
             cursor = await conn.execute(sql["insert_event"], params.event_row(item, now))
@@ -218,16 +254,31 @@ class PostgresStore:
             "lease_until": now + lease,
             "worker": worker,
         }
-        async with self._tx() as conn:
-            ids = [
-                r["id"] for r in await (await conn.execute(self._sql["claim"], params)).fetchall()
-            ]
-            if not ids:
-                return []
-            rows = await (await conn.execute(self._sql["select_claimed"], {"ids": ids})).fetchall()
+        async with self._conn() as conn:
+            rows = await (await conn.execute(self._sql["claim"], params)).fetchall()
         return [delivery_from_row(row) for row in rows]
 
     async def finish(self, item: Finish, now: float) -> bool:
+        return await self._finishes((item, now))
+
+    async def _write_finishes(self, batch: list[tuple[Finish, float]]) -> list[bool]:
+        """The outcomes of several deliveries and their attempts, in one statement. True for
+        each delivery that was still the finisher's to finish."""
+        if len({item.delivery_id for item, _now in batch}) < len(batch):
+            raise ValueError("one delivery finished twice in a batch")  # each goes on its own
+        finishes = [params.finish_row(item, now) for item, now in batch]
+        attempts = [row for item, _now in batch if (row := params.attempt_row(item)) is not None]
+        columns = {key: [row[key] for row in finishes] for key in params.FINISH_COLUMNS}
+        columns.update(
+            {f"a_{key}": [row[key] for row in attempts] for key in params.ATTEMPT_COLUMNS}
+        )
+        async with self._conn() as conn:
+            cursor = await conn.execute(self._sql["finish_many"], columns)
+            done = {row["id"] for row in await cursor.fetchall()}
+        return [item.delivery_id in done for item, _now in batch]
+
+    async def _finish_one(self, queued: tuple[Finish, float]) -> bool:
+        item, now = queued
         attempt = params.attempt_row(item)
         async with self._tx() as conn:
             finished = await conn.execute(self._sql["finish"], params.finish_row(item, now))
@@ -315,3 +366,35 @@ class PostgresStore:
             await conn.execute(self._sql["prune_refs"], {"before": refs_before})
             await conn.execute(self._sql["prune_refund_totals"], {"before": refs_before})
         return pruned
+
+
+def _columns(batch: list[tuple[Ingest, float]]) -> dict[str, Any]:
+    """``insert_new_events``' parameters: one array per column; a delivery or remembered ref
+    names its event by its 1-based position in the events' arrays."""
+    events = [params.event_values(item, now) for item, now in batch]
+    deliveries = [
+        row
+        for n, (item, now) in enumerate(batch, 1)
+        for row in params.delivery_values(item, n, None, now)
+    ]
+    refs = [
+        (n, *row) for n, (item, now) in enumerate(batch, 1) for row in params.ref_values(item, now)
+    ]
+    out: dict[str, Any] = dict(zip(params.EVENT_COLUMNS, _transpose(events, 5), strict=True))
+    out.update(
+        zip(
+            ("d_event", "d_route", "d_destination", "d_order_key", "d_now"),
+            _transpose(deliveries, 5),
+            strict=True,
+        )
+    )
+    out.update(
+        zip(("r_event", *(f"r_{c}" for c in params.REF_COLUMNS)), _transpose(refs, 9), strict=True)
+    )
+    destinations = {d.destination for item, _now in batch for d in item.deliveries}
+    out["destinations"] = ",".join(sorted(destinations))
+    return out
+
+
+def _transpose(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width

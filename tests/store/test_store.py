@@ -332,6 +332,49 @@ def test_finish_without_an_attempt_counts_none(store: Store, runner: asyncio.Run
     runner.run(body())
 
 
+def test_concurrent_finishes_each_get_their_own_answer(
+    store: Store, runner: asyncio.Runner
+) -> None:
+    """Finishes that share a commit: the holder's are recorded with their attempts; one by a
+    worker that no longer holds its delivery, and one for a delivery finished twice at once,
+    are refused as they would be one after the other, and record nothing."""
+
+    async def body() -> None:
+        for i in range(6):
+            await store.ingest(ingest_of(f"evt_{i}"), NOW)
+        claimed = await store.claim("dub", 10, NOW, LEASE, "w1")
+        assert len(claimed) == 6
+        a, b, c, d, e, f = (x.id for x in claimed)
+        finishes = [
+            Finish(a, "w1", Status.DELIVERED, NOW, attempt(a, started_at=NOW + 1)),
+            Finish(b, "w2", Status.DELIVERED, NOW, attempt(b)),  # not w2's to finish
+            Finish(c, "w1", Status.PENDING, NOW + 60, attempt(c, "retry", 503, "HTTP 503")),
+            Finish(d, "w1", Status.PENDING, NOW, None),  # released, not attempted
+            Finish(e, "w1", Status.DELIVERED, NOW, attempt(e)),
+            Finish(e, "w1", Status.DEAD, NOW, attempt(e, "rejected", 400)),  # twice at once
+            Finish(f, "w1", Status.DEAD, NOW, attempt(f, "rejected", 400, excerpt=None)),
+        ]
+        results = await asyncio.gather(*(store.finish(x, NOW + 2) for x in finishes))
+        assert results[:5] + results[6:] == [True, False, True, True, True, True]
+        assert results[5] is False
+        expected = {
+            a: (Status.DELIVERED, 1, 1),
+            b: (Status.IN_FLIGHT, 0, 0),
+            c: (Status.PENDING, 1, 1),
+            d: (Status.PENDING, 0, 0),
+            e: (Status.DELIVERED, 1, 1),
+            f: (Status.DEAD, 1, 1),
+        }
+        for delivery_id, (status, counted, attempts) in expected.items():
+            got = await store.get(delivery_id)
+            assert got is not None
+            assert (got[0].status, got[0].attempts, len(got[1])) == (status, counted, attempts)
+        got = await store.get(a)
+        assert got is not None and got[1] == [attempt(a, started_at=NOW + 1)]
+
+    runner.run(body())
+
+
 def test_pending_finish_is_not_claimed_before_next_at(store: Store, runner: asyncio.Runner) -> None:
     async def body() -> None:
         await store.ingest(ingest_of("evt_1"), NOW)
@@ -760,6 +803,121 @@ def test_a_failing_ingest_in_a_batch_leaves_no_trace_and_spares_the_others(
         assert sorted(d.event_id for d in rows) == sorted(f"evt_{i}" for i in range(10))
         # the event itself was not kept: a correct retry is stored
         assert await store.ingest(ingest_of("evt_bad", ["dub"]), NOW + 1) is True
+
+    runner.run(body())
+
+
+def test_of_two_events_in_one_commit_remembering_one_ref_the_later_wins(
+    store: Store, runner: asyncio.Runner
+) -> None:
+    """As if they had come one after the other; a duplicate's refs are not written."""
+
+    async def body() -> None:
+        customer = Customer("cus_1", None, None, None)
+        first = Purchase("in_old", customer)
+        assert await store.ingest(ingest_of("evt_0", remember=["ch_dup"], purchase=first), NOW)
+        items = [
+            ingest_of("evt_1", remember=["ch_1"], purchase=Purchase("in_1", customer)),
+            ingest_of("evt_2", remember=["ch_1"], purchase=Purchase("in_2", customer)),
+            # evt_0 again (a duplicate), claiming a ref that a new event of the batch also names
+            ingest_of("evt_0", remember=["ch_2"], purchase=Purchase("in_dup", customer)),
+            ingest_of("evt_3", remember=["ch_2"], purchase=Purchase("in_3", customer)),
+        ]
+        results = await asyncio.gather(*(store.ingest(item, NOW) for item in items))
+        assert results == [True, True, False, True]
+        assert await store.purchase("stripe", ["ch_1"]) == Purchase("in_2", customer)
+        assert await store.purchase("stripe", ["ch_2"]) == Purchase("in_3", customer)
+        assert await store.purchase("stripe", ["ch_dup"]) == first
+
+    runner.run(body())
+
+
+# --- PostgreSQL specifics ---------------------------------------------------------------------
+
+
+def _pg_rows(url: str, sql: str) -> list[tuple[int, ...]]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_postgres_concurrent_ingests_share_one_transaction(
+    pg_url: str, runner: asyncio.Runner
+) -> None:
+    """Group commit on PostgreSQL too: concurrent webhooks' events and their deliveries are
+    written by one transaction (rows a transaction writes share its xmin)."""
+    from bridge.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_url)
+
+    async def body() -> None:
+        await store.open()
+        try:
+            items = [ingest_of(f"evt_{i}", ["dub", "shop"]) for i in range(50)]
+            results = await asyncio.gather(*(store.ingest(item, NOW) for item in items))
+            assert results == [True] * 50
+        finally:
+            await store.close()
+
+    runner.run(body())
+    [(events, transactions)] = _pg_rows(
+        pg_url, "SELECT count(*), count(DISTINCT xmin::text) FROM events"
+    )
+    assert events == 50
+    assert transactions <= 2, transactions  # the first alone, then the other 49 together
+    [(apart,)] = _pg_rows(
+        pg_url,
+        "SELECT count(*) FROM deliveries d JOIN events e ON e.id = d.event_pk "
+        "WHERE d.xmin::text <> e.xmin::text",
+    )
+    assert apart == 0
+
+
+def test_postgres_concurrent_finishes_share_one_transaction(
+    pg_url: str, runner: asyncio.Runner
+) -> None:
+    from bridge.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_url)
+
+    async def body() -> None:
+        await store.open()
+        try:
+            for i in range(30):
+                await store.ingest(ingest_of(f"evt_{i}"), NOW)
+            claimed = await store.claim("dub", 30, NOW, LEASE, "w1")
+            finishes = [Finish(d.id, "w1", Status.DELIVERED, NOW, attempt(d.id)) for d in claimed]
+            results = await asyncio.gather(*(store.finish(x, NOW) for x in finishes))
+            assert results == [True] * 30
+        finally:
+            await store.close()
+
+    runner.run(body())
+    [(attempts, transactions)] = _pg_rows(
+        pg_url, "SELECT count(*), count(DISTINCT xmin::text) FROM attempts"
+    )
+    assert attempts == 30
+    assert transactions <= 2, transactions
+
+
+def test_postgres_a_group_commit_wakes_the_listeners(pg_url: str, runner: asyncio.Runner) -> None:
+    from bridge.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_url)
+    woken = asyncio.Event()
+
+    async def body() -> None:
+        store.subscribe(woken.set)
+        await store.open()
+        try:
+            await asyncio.wait_for(woken.wait(), 10)  # LISTENing (it catches up once)
+            woken.clear()
+            items = [ingest_of(f"evt_{i}", ["dub"]) for i in range(5)]
+            assert await asyncio.gather(*(store.ingest(i, NOW) for i in items)) == [True] * 5
+            await asyncio.wait_for(woken.wait(), 10)
+        finally:
+            await store.close()
 
     runner.run(body())
 

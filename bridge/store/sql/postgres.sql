@@ -6,6 +6,60 @@ VALUES (%(source)s, %(event_id)s, %(type)s, %(received_at)s, %(payload)s)
 ON CONFLICT (source, event_id) DO NOTHING
 RETURNING id;
 
+-- name: insert_new_events
+-- Group commit: the new events of several webhooks, their deliveries and remembered purchases,
+-- in ONE statement (one round trip, one transaction, one WAL flush). Each input is a column
+-- array; deliveries and refs name their event by its position (1-based) in the events' arrays.
+-- Events already stored are skipped with their deliveries and refs; of two events that remember
+-- the same ref, the later one wins, as if they had come one after the other.
+WITH input AS (
+    SELECT *
+    FROM unnest(%(source)s::text[], %(event_id)s::text[], %(type)s::text[],
+                %(received_at)s::double precision[], %(payload)s::text[])
+         WITH ORDINALITY AS i (source, event_id, type, received_at, payload, n)
+),
+stored AS (
+    INSERT INTO events (source, event_id, type, received_at, payload)
+    SELECT source, event_id, type, received_at, payload FROM input ORDER BY n
+    ON CONFLICT (source, event_id) DO NOTHING
+    RETURNING id, source, event_id
+),
+new AS (
+    SELECT stored.id, input.n FROM stored
+    JOIN input ON input.source = stored.source AND input.event_id = stored.event_id
+),
+queued AS (
+    INSERT INTO deliveries (event_pk, route, destination, order_key, status, next_at,
+                            created_at, updated_at, window_at)
+    SELECT new.id, d.route, d.destination, d.order_key, 'pending', d.now, d.now, d.now, d.now
+    FROM unnest(%(d_event)s::bigint[], %(d_route)s::integer[], %(d_destination)s::text[],
+                %(d_order_key)s::text[], %(d_now)s::double precision[])
+         WITH ORDINALITY AS d (event, route, destination, order_key, now, n)
+    JOIN new ON new.n = d.event
+    ORDER BY d.n
+),
+remembered AS (
+    INSERT INTO payment_refs (source, ref, txn_id, customer_id, external_id, email, name,
+                              created_at)
+    SELECT DISTINCT ON (r.source, r.ref)
+           r.source, r.ref, r.txn_id, r.customer_id, r.external_id, r.email, r.name, r.now
+    FROM unnest(%(r_event)s::bigint[], %(r_source)s::text[], %(r_ref)s::text[],
+                %(r_txn_id)s::text[], %(r_customer_id)s::text[], %(r_external_id)s::text[],
+                %(r_email)s::text[], %(r_name)s::text[], %(r_now)s::double precision[])
+         WITH ORDINALITY AS r (event, source, ref, txn_id, customer_id, external_id, email,
+                               name, now, n)
+    JOIN new ON new.n = r.event
+    ORDER BY r.source, r.ref, r.n DESC
+    ON CONFLICT (source, ref) DO UPDATE SET
+        txn_id = excluded.txn_id, customer_id = excluded.customer_id,
+        external_id = excluded.external_id, email = excluded.email, name = excluded.name,
+        created_at = excluded.created_at
+),
+notified AS MATERIALIZED (
+    SELECT pg_notify('bridge_deliveries', %(destinations)s) WHERE EXISTS (SELECT 1 FROM new)
+)
+SELECT new.n FROM new WHERE (SELECT count(*) FROM notified) >= 0;
+
 -- name: insert_delivery
 INSERT INTO deliveries (event_pk, route, destination, order_key, status, next_at, created_at,
                         updated_at, window_at)
@@ -45,6 +99,7 @@ SELECT txn_id, customer_id, external_id, email, name
 FROM payment_refs WHERE source = %(source)s AND ref = %(ref)s;
 
 -- name: claim
+-- One statement, one round trip: the claim, and what the worker needs to send each delivery.
 WITH due AS (
     SELECT d.id FROM deliveries d
     WHERE d.destination = %(destination)s
@@ -56,24 +111,56 @@ WITH due AS (
     ORDER BY d.next_at, d.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE deliveries
+    SET status = 'in_flight', claimed_by = %(worker)s, lease_until = %(lease_until)s,
+        next_at = %(lease_until)s, updated_at = %(now)s
+    FROM due WHERE deliveries.id = due.id
+    RETURNING deliveries.*
 )
-UPDATE deliveries
-SET status = 'in_flight', claimed_by = %(worker)s, lease_until = %(lease_until)s,
-    next_at = %(lease_until)s, updated_at = %(now)s
-FROM due WHERE deliveries.id = due.id
-RETURNING deliveries.id;
-
--- name: select_claimed
-SELECT d.*, e.source, e.event_id, e.type AS event_type, e.payload, e.refund_baseline
-FROM deliveries d JOIN events e ON e.id = d.event_pk
-WHERE d.id = ANY(%(ids)s)
-ORDER BY d.next_at, d.id;
+SELECT c.*, e.source, e.event_id, e.type AS event_type, e.payload, e.refund_baseline
+FROM claimed c JOIN events e ON e.id = c.event_pk
+ORDER BY c.next_at, c.id;
 
 -- name: finish
 UPDATE deliveries
 SET status = %(status)s, attempts = attempts + %(counted)s, next_at = %(next_at)s,
     last_error = %(error)s, lease_until = NULL, claimed_by = NULL, updated_at = %(now)s
 WHERE id = %(id)s AND status = 'in_flight' AND claimed_by = %(worker)s;
+
+-- name: finish_many
+-- Group commit of the worker's outcomes: several deliveries' new states and their attempts in
+-- ONE statement (each finish as the one above; an attempt is kept only with its finish).
+WITH input AS (
+    SELECT *
+    FROM unnest(%(id)s::bigint[], %(worker)s::text[], %(status)s::text[], %(counted)s::integer[],
+                %(next_at)s::double precision[], %(error)s::text[], %(now)s::double precision[])
+         AS f (id, worker, status, counted, next_at, error, now)
+),
+finished AS (
+    UPDATE deliveries d
+    SET status = f.status, attempts = d.attempts + f.counted, next_at = f.next_at,
+        last_error = f.error, lease_until = NULL, claimed_by = NULL, updated_at = f.now
+    FROM input f
+    WHERE d.id = f.id AND d.status = 'in_flight' AND d.claimed_by = f.worker
+    RETURNING d.id
+),
+recorded AS (
+    INSERT INTO attempts (delivery_id, started_at, latency_ms, outcome, status_code, error,
+                          response_excerpt)
+    SELECT a.delivery_id, a.started_at, a.latency_ms, a.outcome, a.status_code, a.error,
+           a.response_excerpt
+    FROM unnest(%(a_delivery_id)s::bigint[], %(a_started_at)s::double precision[],
+                %(a_latency_ms)s::double precision[], %(a_outcome)s::text[],
+                %(a_status_code)s::integer[], %(a_error)s::text[],
+                %(a_response_excerpt)s::text[])
+         WITH ORDINALITY AS a (delivery_id, started_at, latency_ms, outcome, status_code, error,
+                               response_excerpt, n)
+    WHERE a.delivery_id IN (SELECT id FROM finished)
+    ORDER BY a.n
+)
+SELECT id FROM finished;
 
 -- name: insert_attempt
 INSERT INTO attempts (delivery_id, started_at, latency_ms, outcome, status_code, error, response_excerpt)
