@@ -18,6 +18,7 @@ import pytest
 
 from bridge.model import Attempt, Customer, Delivery, NewDelivery, ProviderEvent, Purchase, Status
 from bridge.store import Finish, Ingest, SQLiteStore, Store, StoreUnavailable
+from bridge.store.base import QueueStats
 
 NOW = 1_700_000_000.0
 LEASE = 30.0
@@ -644,6 +645,27 @@ def test_deliveries_filters_and_counts(store: Store, runner: asyncio.Runner) -> 
         assert await store.deliveries(status="delivered", destination="dub") == []
 
         assert await store.counts() == {"pending": 3, "dead": 1, "delivered": 1, "dry_run": 1}
+
+    runner.run(body())
+
+
+def test_queue_counts_the_unfinished_and_the_dead_of_each_destination(
+    store: Store, runner: asyncio.Runner
+) -> None:
+    async def body() -> None:
+        for i, at in enumerate((NOW + 5, NOW, NOW + 9)):
+            await store.ingest(ingest_of(f"evt_{i}", ["dub", "shop"]), at)
+        await store.ingest(ingest_of("evt_3", ["umami"]), NOW + 1)
+        await settle(store, "dub", Status.DELIVERED)  # evt_1's, the only one due at NOW
+        [flying] = await store.claim("dub", 1, NOW + 100, LEASE, "w1")
+        assert flying.event_id == "evt_0"  # in flight: still unfinished
+        await settle(store, "umami", Status.DEAD, now=NOW + 1)
+        await settle(store, "shop", Status.DEAD)  # evt_1's
+        assert await store.queue() == {
+            "dub": QueueStats(depth=2, oldest=NOW + 5, dead=0),
+            "shop": QueueStats(depth=2, oldest=NOW + 5, dead=1),
+            "umami": QueueStats(depth=0, oldest=None, dead=1),
+        }
 
     runner.run(body())
 
