@@ -4,20 +4,34 @@ Calls that arrive while a batch is being written queue up and go together in the
 batch: one statement, one round trip, one transaction, one WAL flush for all of them. No
 caller hears back before the commit that holds its write. If a batch fails for any reason
 but the database being out of reach, each of its items is written again on its own, so that
-one caller's bad write is never another's failure.
+one caller's bad write is never another's failure. ``resolve`` and ``fail`` answer a batch's
+callers; the SQLite store, which batches on its own thread, uses them too.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Generic, TypeVar
 
 from bridge.store.base import StoreUnavailable
 
 T = TypeVar("T")
 
 BATCH = 500  # items one statement writes at most
+
+
+def resolve(futures: Iterable[asyncio.Future[Any]], values: Iterable[Any]) -> None:
+    """Each waiting caller's answer (a caller that went away still had its write committed)."""
+    for future, value in zip(futures, values, strict=True):
+        if not future.done():
+            future.set_result(value)
+
+
+def fail(futures: Iterable[asyncio.Future[Any]], exc: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)
 
 
 class GroupCommit(Generic[T]):
@@ -53,34 +67,24 @@ class GroupCommit(Generic[T]):
             try:
                 await self._write(batch)
             except BaseException as exc:  # cancelled: no caller is left waiting for ever
-                for _item, future in batch:
-                    if not future.done():
-                        future.set_exception(StoreUnavailable(f"write interrupted: {exc!r}"))
+                fail((f for _item, f in batch), StoreUnavailable(f"write interrupted: {exc!r}"))
                 raise
 
     async def _write(self, batch: list[tuple[T, asyncio.Future[bool]]]) -> None:
+        futures = [future for _item, future in batch]
         try:
             values = await self._many([item for item, _future in batch])
         except StoreUnavailable as exc:
-            for _item, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            fail(futures, exc)
             return
         except Exception as exc:
             if len(batch) == 1:
-                if not batch[0][1].done():
-                    batch[0][1].set_exception(exc)
+                fail(futures, exc)
                 return
             for item, future in batch:
                 try:
-                    value = await self._one(item)
+                    resolve([future], [await self._one(item)])
                 except Exception as one:
-                    if not future.done():
-                        future.set_exception(one)
-                else:
-                    if not future.done():
-                        future.set_result(value)
+                    fail([future], one)
             return
-        for (_item, future), value in zip(batch, values, strict=True):
-            if not future.done():  # a caller that went away still had its write committed
-                future.set_result(value)
+        resolve(futures, values)

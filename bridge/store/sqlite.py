@@ -28,6 +28,7 @@ from bridge import metrics
 from bridge.model import Attempt, Customer, Delivery, Purchase
 from bridge.store import params
 from bridge.store.base import Finish, Ingest, QueueStats, StoredEvent, StoreUnavailable
+from bridge.store.group import fail, resolve
 from bridge.store.migrations import behind, pending
 from bridge.store.rows import attempt_from_row, delivery_from_row
 from bridge.store.sql import many, queries
@@ -191,13 +192,9 @@ class SQLiteStore:
                     await self._run_batch([op])
                 return
             failure = StoreUnavailable(f"SQLite: {exc}") if isinstance(exc, sqlite3.Error) else exc
-            for _fn, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
+            fail((future for _fn, future in batch), failure)
             return
-        for (_fn, future), value in zip(batch, values, strict=True):
-            if not future.done():  # a caller that went away still had its write committed
-                future.set_result(value)
+        resolve((future for _fn, future in batch), values)
 
     def _apply(self, conn: sqlite3.Connection, batch: list[_Op]) -> list[Any]:
         """Each operation's value: the batch's new events first, in bulk, then the rest in
