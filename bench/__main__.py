@@ -123,16 +123,19 @@ class Run:
 
     @contextmanager
     def bridge(
-        self, sink: str, database: str | None = None, env: dict[str, str] | None = None
+        self,
+        sink: str,
+        database: str | None = None,
+        env: dict[str, str] | None = None,
+        launcher: list[str] | None = None,
     ) -> Iterator[tuple[str, int]]:
+        """``bridge serve`` (or ``launcher`` given the same arguments) on a fresh table."""
         self.n += 1
         config = self.work / f"bridge-{self.n}.yaml"
         config.write_text(table(sink, database or f"sqlite:///{self.work}/bridge-{self.n}.db"))
         port = free_port()
         args = [
-            PY,
-            "-m",
-            "bridge.cli",
+            *(launcher or [PY, "-m", "bridge.cli"]),
             "--log-format",
             "json",
             "serve",

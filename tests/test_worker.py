@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from bridge import __version__ as version
+from bridge import worker
 from bridge.model import Status
 from tests.conftest import table_yaml
 from tests.harness import Harness, ok, run
@@ -265,3 +268,34 @@ def test_a_refund_waits_while_its_purchase_is_retrying(tmp_path: Path) -> None:
         assert shop == ["purchase", "purchase", "refund"]
 
     run(tmp_path, handler, scenario)
+
+
+def test_the_worker_defers_its_rounds_while_busy_then_delivers(tmp_path: Path) -> None:
+    """While webhooks wait, no new deliveries start for up to MAX_DEFER; at most that long, so
+    that a flood never stops delivery outright; once the pressure is off, it all goes out."""
+
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json")
+        busy = True
+        h.worker._busy = lambda: busy
+        started = time.monotonic()
+        task = asyncio.create_task(h.worker.run())
+        try:
+            await asyncio.sleep(worker.MAX_DEFER / 2)
+            assert h.sent == []  # yielding
+            while not h.sent and time.monotonic() - started < 5:
+                await asyncio.sleep(0.01)
+            # one round anyway once MAX_DEFER has passed
+            assert time.monotonic() - started >= worker.MAX_DEFER * 0.9
+            assert len(h.sent) == 4
+            busy = False
+            await h.ingest("invoice.paid.json", lambda p: p.update(id="evt_second"))
+            h.worker.wake.set()
+            while len(h.sent) < 8 and time.monotonic() - started < 5:
+                await asyncio.sleep(0.01)
+            assert len(h.sent) == 8
+        finally:
+            await h.worker.stop(grace=1)
+            await task
+
+    run(tmp_path, ok, scenario)

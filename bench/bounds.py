@@ -1,0 +1,97 @@
+"""How far the ingest ratio could go: the bridge under wrk with parts of its work taken away.
+
+    python -m bench.bounds [--rounds N]
+
+Rounds alternate, each side a fresh process measured as in `python -m bench`'s ingest phase
+(wrk, 64 connections, one-second warm-up): the verify-only app; the bridge; the bridge with
+its worker stopped; the bridge with its worker stopped and its SQLite statements made free
+(each batch still begins and commits, empty). What the last one reaches is as far as any
+change to the statements or to the worker's share could take the ratio. The parts are
+replaced in this module's own launcher process (``python -m bench.bounds serve PARTS ...``
+runs ``bridge`` with them replaced), never in the bridge itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.__main__ import PY, SECRET, Run, free_port, median_run, process
+
+VARIANTS = {
+    "verify-only app": None,
+    "bridge": "",
+    "bridge, worker stopped": "worker",
+    "bridge, worker stopped, no SQL statements": "worker,sql",
+}
+COUNT = 60_000
+
+
+def serve(parts: set[str], argv: list[str]) -> None:
+    """Run the bridge's CLI with ``parts`` made free."""
+    from bridge import cli
+    from bridge.store.sqlite import SQLiteStore
+    from bridge.worker import Worker
+
+    if "worker" in parts:
+
+        async def idle(self: Worker) -> None:
+            await asyncio.Event().wait()  # alive (readyz asks), never claiming
+
+        Worker.run = idle  # type: ignore[method-assign]
+    if "sql" in parts:
+        SQLiteStore._write_events = lambda self, conn, new: [True] * len(new)  # type: ignore[method-assign]
+    sys.argv = ["bridge", *argv]
+    cli.main()
+
+
+def measure(rounds: int) -> dict[str, list[dict[str, Any]]]:
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
+    with tempfile.TemporaryDirectory(prefix="bench-bounds-") as folder:
+        run = Run(Path(folder), quick=False)
+        requests = run.requests(COUNT)
+        prepared = run.requests
+        run.requests = lambda count: requests if count == COUNT else prepared(count)  # type: ignore[method-assign]
+        for _round in range(rounds):
+            for name, parts in VARIANTS.items():
+                if parts is None:
+                    port = free_port()
+                    args = [PY, "-m", "bench.apps", "verify-only", str(port), SECRET]
+                    with process(args, f"http://127.0.0.1:{port}/nope") as app:
+                        url = f"http://127.0.0.1:{port}/webhooks/stripe"
+                        figures = run.loaded(url, app.pid, COUNT)
+                else:
+                    launcher = [PY, "-m", "bench.bounds", "serve", parts or "-"]
+                    with run.sink() as sink, run.bridge(sink, launcher=launcher) as (url, pid):
+                        figures = run.loaded(f"{url}/webhooks/stripe", pid, COUNT)
+                results[name].append(figures)
+                print(f"  {name:<44}{figures['rps']:8.0f} req/s", file=sys.stderr, flush=True)
+    return results
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "serve":
+        serve(set(sys.argv[2].split(",")) - {"-"}, sys.argv[3:])
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    results = measure(args.rounds)
+    ceiling = median_run(results["verify-only app"])
+    print(f"medians of {args.rounds} rounds    req/s  ratio   p99 ms  CPU us/request")
+    for name, runs in results.items():
+        m = median_run(runs)
+        print(
+            f"  {name:<44}{m['rps']:8.0f} {m['rps'] / ceiling['rps']:6.2f} "
+            f"{m['p99'] * 1000:8.1f} {m['cpu_us_per_request']:8.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
