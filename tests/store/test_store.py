@@ -857,6 +857,18 @@ def test_of_two_events_in_one_commit_remembering_one_ref_the_later_wins(
 # --- PostgreSQL specifics ---------------------------------------------------------------------
 
 
+@pytest.fixture
+def pg_store(pg_url: str, runner: asyncio.Runner) -> Iterator[Store]:
+    from bridge.store.postgres import PostgresStore
+
+    backend = PostgresStore(pg_url)
+    runner.run(backend.open())
+    try:
+        yield backend
+    finally:
+        runner.run(backend.close())
+
+
 def _pg_rows(url: str, sql: str) -> list[tuple[int, ...]]:
     import psycopg
 
@@ -865,24 +877,16 @@ def _pg_rows(url: str, sql: str) -> list[tuple[int, ...]]:
 
 
 def test_postgres_concurrent_ingests_share_one_transaction(
-    pg_url: str, runner: asyncio.Runner
+    pg_store: Store, pg_url: str, runner: asyncio.Runner
 ) -> None:
     """Group commit on PostgreSQL too: concurrent webhooks' events and their deliveries are
     written by one transaction (rows a transaction writes share its xmin)."""
-    from bridge.store.postgres import PostgresStore
+    items = [ingest_of(f"evt_{i}", ["dub", "shop"]) for i in range(50)]
 
-    store = PostgresStore(pg_url)
+    async def body() -> list[bool]:
+        return await asyncio.gather(*(pg_store.ingest(item, NOW) for item in items))
 
-    async def body() -> None:
-        await store.open()
-        try:
-            items = [ingest_of(f"evt_{i}", ["dub", "shop"]) for i in range(50)]
-            results = await asyncio.gather(*(store.ingest(item, NOW) for item in items))
-            assert results == [True] * 50
-        finally:
-            await store.close()
-
-    runner.run(body())
+    assert runner.run(body()) == [True] * 50
     [(events, transactions)] = _pg_rows(
         pg_url, "SELECT count(*), count(DISTINCT xmin::text) FROM events"
     )
@@ -897,25 +901,16 @@ def test_postgres_concurrent_ingests_share_one_transaction(
 
 
 def test_postgres_concurrent_finishes_share_one_transaction(
-    pg_url: str, runner: asyncio.Runner
+    pg_store: Store, pg_url: str, runner: asyncio.Runner
 ) -> None:
-    from bridge.store.postgres import PostgresStore
+    async def body() -> list[bool]:
+        for i in range(30):
+            await pg_store.ingest(ingest_of(f"evt_{i}"), NOW)
+        claimed = await pg_store.claim("dub", 30, NOW, LEASE, "w1")
+        finishes = [Finish(d.id, "w1", Status.DELIVERED, NOW, attempt(d.id)) for d in claimed]
+        return await asyncio.gather(*(pg_store.finish(x, NOW) for x in finishes))
 
-    store = PostgresStore(pg_url)
-
-    async def body() -> None:
-        await store.open()
-        try:
-            for i in range(30):
-                await store.ingest(ingest_of(f"evt_{i}"), NOW)
-            claimed = await store.claim("dub", 30, NOW, LEASE, "w1")
-            finishes = [Finish(d.id, "w1", Status.DELIVERED, NOW, attempt(d.id)) for d in claimed]
-            results = await asyncio.gather(*(store.finish(x, NOW) for x in finishes))
-            assert results == [True] * 30
-        finally:
-            await store.close()
-
-    runner.run(body())
+    assert runner.run(body()) == [True] * 30
     [(attempts, transactions)] = _pg_rows(
         pg_url, "SELECT count(*), count(DISTINCT xmin::text) FROM attempts"
     )
