@@ -9,9 +9,11 @@ every replica's worker through ``LISTEN`` (polling stays as the fallback).
 Group commit, as on SQLite: the new events that concurrent webhooks bring (all
 but refunds that look up their purchase) queue up, and whatever queued together
 is written by ONE statement, in one round trip and one transaction, so that
-they share one WAL flush; no caller hears back before that commit.
+they share one WAL flush; no caller hears back before that commit. The worker's
+outcomes are written the same way, and a claim is one statement.
+
 When the database can't be reached every call raises StoreUnavailable (the
-webhook answers 503 and nothing is half-written: each call is one transaction),
+webhook answers 503 and nothing is half-written: each write is one transaction),
 and the pool reconnects by itself when the database is back.
 """
 
