@@ -35,6 +35,12 @@ class Ingest:
     # store records what was refunded before it as the event's baseline, in the same commit
     cumulative: tuple[str, int] | None = None
 
+    @property
+    def looks_up(self) -> bool:
+        """Whether storing it reads what is stored (a refund's purchase, a refunded total):
+        then it is written on its own, after the new events it may name."""
+        return bool(self.link_refs) or self.cumulative is not None
+
 
 @dataclass(frozen=True)
 class StoredEvent:

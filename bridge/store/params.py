@@ -21,6 +21,16 @@ ATTEMPT_COLUMNS = (
 )
 
 
+def first_of_each(items: list[Ingest]) -> tuple[list[tuple[str, str]], dict[tuple[str, str], int]]:
+    """Each item's (source, event id), and where each of those first appears: of one event
+    sent twice in a batch, only the first is written (the others are duplicates)."""
+    keys = [(item.event.source, item.event.id) for item in items]
+    first: dict[tuple[str, str], int] = {}
+    for index, key in enumerate(keys):
+        first.setdefault(key, index)
+    return keys, first
+
+
 def event_values(item: Ingest, now: float) -> tuple[Any, ...]:
     event = item.event
     return (event.source, event.id, event.type, now, item.body)

@@ -174,23 +174,19 @@ class PostgresStore:
             await conn.execute("SELECT 1")
 
     async def ingest(self, item: Ingest, now: float) -> bool:
-        if item.link_refs or item.cumulative is not None:
+        if item.looks_up:
             return await self._ingest_one((item, now))
         return await self._ingests((item, now))
 
     async def _write_events(self, batch: list[tuple[Ingest, float]]) -> list[bool]:
         """True for each event stored; False for a duplicate (already stored, or earlier in
         the same batch)."""
-        keys = [(item.event.source, item.event.id) for item, _now in batch]
-        first: dict[tuple[str, str], int] = {}
-        for index, key in enumerate(keys):
-            first.setdefault(key, index)
-        columns = _columns([batch[index] for index in first.values()])
+        _keys, first = params.first_of_each([item for item, _now in batch])
+        chosen = list(first.values())
+        columns = _columns([batch[index] for index in chosen])
         async with self._conn() as conn:
             cursor = await conn.execute(self._sql["insert_new_events"], columns)
-            written = {row["n"] for row in await cursor.fetchall()}
-        chosen = list(first.values())
-        stored = {chosen[n - 1] for n in written}
+            stored = {chosen[row["n"] - 1] for row in await cursor.fetchall()}
         return [index in stored for index in range(len(batch))]
 
     async def _ingest_one(self, queued: tuple[Ingest, float]) -> bool:
@@ -382,21 +378,16 @@ def _columns(batch: list[tuple[Ingest, float]]) -> dict[str, Any]:
     refs = [
         (n, *row) for n, (item, now) in enumerate(batch, 1) for row in params.ref_values(item, now)
     ]
-    out: dict[str, Any] = dict(zip(params.EVENT_COLUMNS, _transpose(events, 5), strict=True))
-    out.update(
-        zip(
-            ("d_event", "d_route", "d_destination", "d_order_key", "d_now"),
-            _transpose(deliveries, 5),
-            strict=True,
-        )
-    )
-    out.update(
-        zip(("r_event", *(f"r_{c}" for c in params.REF_COLUMNS)), _transpose(refs, 9), strict=True)
-    )
     destinations = {d.destination for item, _now in batch for d in item.deliveries}
-    out["destinations"] = ",".join(sorted(destinations))
-    return out
+    return {
+        **_arrays("", params.EVENT_COLUMNS, events),
+        **_arrays("d_", ("event", *params.DELIVERY_COLUMNS[1:]), deliveries),
+        **_arrays("r_", ("event", *params.REF_COLUMNS), refs),
+        "destinations": ",".join(sorted(destinations)),
+    }
 
 
-def _transpose(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+def _arrays(prefix: str, names: Sequence[str], rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Rows as one array per column, each named ``prefix`` + its column's name."""
+    columns = zip(*rows, strict=True) if rows else [()] * len(names)
+    return {prefix + name: list(column) for name, column in zip(names, columns, strict=True)}

@@ -209,10 +209,7 @@ class SQLiteStore:
         duplicate (already stored, or earlier in the same batch)."""
         if not new:
             return []
-        keys = [(op.item.event.source, op.item.event.id) for op in new]
-        first: dict[tuple[str, str], int] = {}
-        for index, key in enumerate(keys):
-            first.setdefault(key, index)
+        keys, first = params.first_of_each([op.item for op in new])
         chosen = [new[index] for index in first.values()]
         stored: dict[tuple[str, str], int] = {}
         for rows in _chunks([params.event_values(op.item, op.now) for op in chosen]):
@@ -240,7 +237,7 @@ class SQLiteStore:
         await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def ingest(self, item: Ingest, now: float) -> bool:
-        if not item.link_refs and item.cumulative is None:
+        if not item.looks_up:
             stored = bool(await self._submit(_NewEvent(item, now)))
             if stored:
                 self._notify()
