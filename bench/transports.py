@@ -20,36 +20,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import h2.config
-import h2.connection
-import h2.events
 import httpx
 import trustme
 import uvloop
 
 from bench.__main__ import PY, free_port
 from bridge import worker
+from tests.h2answer import answer_h2
 
 OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}'
 BODY = b'{"customerExternalId":"cus_1","amount":1999,"currency":"usd","invoiceId":"in_1"}'
 IN_FLIGHT = 8
-
-
-async def _h2(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-    connection.initiate_connection()
-    writer.write(connection.data_to_send())
-    while data := await reader.read(65536):
-        for event in connection.receive_data(data):
-            if isinstance(event, h2.events.DataReceived):
-                connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            elif isinstance(event, h2.events.StreamEnded):
-                connection.send_headers(
-                    event.stream_id, [(":status", "200"), ("content-length", "11")]
-                )
-                connection.send_data(event.stream_id, b'{"ok":true}', end_stream=True)
-        writer.write(connection.data_to_send())
-        await writer.drain()
 
 
 async def _h1(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -71,7 +52,7 @@ async def serve(protocol: str, port: int, pem: str) -> None:
     context.load_cert_chain(pem)
     context.set_alpn_protocols([protocol])
     server = await asyncio.start_server(
-        _h2 if protocol == "h2" else _h1, "127.0.0.1", port, ssl=context
+        answer_h2 if protocol == "h2" else _h1, "127.0.0.1", port, ssl=context
     )
     async with server:
         await server.serve_forever()

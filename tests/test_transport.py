@@ -7,15 +7,13 @@ import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import h2.config
-import h2.connection
-import h2.events
 import httpx
 import pytest
 import trustme
 
 from bridge import worker
 from bridge.transport import Http1Transport
+from tests import h2answer
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}'
@@ -363,27 +361,12 @@ def test_the_workers_exchange_cuts_a_body_a_transport_already_read() -> None:
 
 
 def answer_h2(server: Server) -> Handler:
-    """An HTTP/2 server (the h2 package's state machine) answering each stream 200."""
+    """An HTTP/2 server answering each stream 200, recording each request's headers."""
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-        connection.initiate_connection()
-        writer.write(connection.data_to_send())
-        while data := await reader.read(65536):
-            for event in connection.receive_data(data):
-                if isinstance(event, h2.events.RequestReceived):
-                    server.requests.append(repr(dict(event.headers)).encode())
-                elif isinstance(event, h2.events.StreamEnded):
-                    body = b'{"ok":true}'
-                    connection.send_headers(
-                        event.stream_id,
-                        [(":status", "200"), ("content-length", str(len(body)))],
-                    )
-                    connection.send_data(event.stream_id, body, end_stream=True)
-            writer.write(connection.data_to_send())
-            await writer.drain()
+    def record(headers: list[tuple[bytes, bytes]]) -> None:
+        server.requests.append(repr(dict(headers)).encode())
 
-    return answer
+    return lambda reader, writer: h2answer.answer_h2(reader, writer, record)
 
 
 def tls_offering(protocols: list[str], ca_file: Path) -> ssl.SSLContext:
