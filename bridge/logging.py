@@ -1,13 +1,16 @@
 """structlog set-up: JSON in production, readable in a terminal; secrets never printed.
 
-Redaction is one processor: every configured secret value (signing secrets,
-API keys, the admin token) is replaced by ``***`` wherever it appears in a
-log line, whatever the key.
+Redaction is the last processor, on the rendered line: every configured secret
+(signing secrets, API keys, the admin token) is replaced by ``***`` wherever it
+appears, as it is or escaped as the renderer writes it (JSON's and ``repr``'s
+escapes), in a value, a key, a traceback or the ``repr`` of an object: one
+substitution per line, whatever the line holds.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import sys
@@ -15,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import structlog
-from structlog.typing import EventDict, WrappedLogger
+from structlog.typing import WrappedLogger
 
 _SECRETS: re.Pattern[str] | None = None  # what every log line is scrubbed of
 
@@ -36,23 +39,26 @@ def mask(text: str, secrets: tuple[str, ...]) -> str:
 def set_secrets(secrets: Iterable[str]) -> None:
     """Mask these in every log line."""
     global _SECRETS
-    _SECRETS = _pattern(tuple(secrets))
+    _SECRETS = _pattern(tuple(form for secret in secrets if secret for form in _forms(secret)))
 
 
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return _SECRETS.sub("***", value) if _SECRETS is not None else value
-    if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_scrub(v) for v in value]
-    return value
+def _forms(secret: str) -> set[str]:
+    """How ``secret`` can be written in a rendered line: as it is, JSON-escaped (ASCII-only or
+    not) and ``repr``-escaped. Escaping is per character, so a secret inside a longer value is
+    escaped exactly as it is alone."""
+    return {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret)[1:-1],
+    }
 
 
-def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
-    if _SECRETS is None:
-        return event_dict
-    return {key: _scrub(value) for key, value in event_dict.items()}
+def redact_line(_logger: WrappedLogger, _method: str, line: Any) -> str:
+    """The rendered line, every secret in it masked (the renderer's str output, the logger's
+    input; structlog types a processor's input as a dict, hence ``Any``)."""
+    text: str = line
+    return _SECRETS.sub("***", text) if _SECRETS is not None else text
 
 
 class _Stderr:
@@ -73,18 +79,20 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         if use_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    printer = structlog.PrintLogger(_Stderr())  # type: ignore[arg-type]
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            redact_secrets,  # after the traceback is text, so that it is masked too
             renderer,
+            redact_line,  # the whole rendered line: values, keys, tracebacks, reprs
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
+        # one printer for every logger: a bound logger is made for each line (loggers are not
+        # cached, so that configure() applies to loggers already used), a printer need not be
+        logger_factory=lambda *args: printer,
         cache_logger_on_first_use=False,
     )

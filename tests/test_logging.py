@@ -38,3 +38,58 @@ def test_log_lines_mask_every_configured_secret_at_any_depth() -> None:
     assert line["event"] == "sent ***"
     assert line["headers"] == {"x": ["Bearer ***"]}
     assert "whsec" not in stream.getvalue()
+
+
+def _lines(fmt: str, secrets: list[str], emit: object) -> str:
+    stream = io.StringIO()
+    saved = sys.stderr
+    sys.stderr = stream
+    try:
+        bridge_logging.configure(fmt)
+        bridge_logging.set_secrets(secrets)
+        emit(structlog.get_logger("t"))  # type: ignore[operator]
+    finally:
+        sys.stderr = saved
+        bridge_logging.set_secrets([])
+        bridge_logging.configure("json")
+    return stream.getvalue()
+
+
+class _Holder:
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+
+    def __repr__(self) -> str:
+        return f"<Holder {self.secret}>"
+
+
+# a secret with characters that JSON and repr escape: a quote, a backslash, non-ASCII, a tab
+AWKWARD = 'sk_"qu\\ot\u00e9d\t_secret'
+
+
+def test_secrets_are_masked_in_keys_reprs_and_tracebacks_too() -> None:
+    def emit(log: structlog.stdlib.BoundLogger) -> None:
+        log.info("one", **{"key_whsec_99": 1}, obj=_Holder("whsec_99"))
+        try:
+            raise RuntimeError("failed with whsec_99 in the message")
+        except RuntimeError:
+            log.exception("two")
+
+    text = _lines("json", ["whsec_99"], emit)
+    assert "whsec_99" not in text
+    first, second = (json.loads(line) for line in text.splitlines())
+    assert first["key_***"] == 1 and first["obj"] == "<Holder ***>"
+    assert "failed with *** in the message" in second["exception"]
+
+
+def test_secrets_are_masked_however_the_renderer_escapes_them() -> None:
+    def emit(log: structlog.stdlib.BoundLogger) -> None:
+        log.info(f"a {AWKWARD} b", nested={"list": [f"x{AWKWARD}y"]}, obj=_Holder(AWKWARD))
+
+    text = _lines("json", [AWKWARD], emit)
+    line = json.loads(text)
+    assert line["event"] == "a *** b"
+    assert line["nested"] == {"list": ["x***y"]}
+    assert "qu" not in text and "\\u00e9" not in text
+    console = _lines("console", [AWKWARD], emit)
+    assert "qu" not in console and "\u00e9" not in console and "***" in console
