@@ -1014,3 +1014,43 @@ def test_sqlite_refuses_a_newer_schema_before_touching_it(tmp_path: Path) -> Non
 
     asyncio.run(body())
     assert tables() == before
+
+
+def test_sqlite_reads_for_people_and_scrapers_do_not_wait_for_a_writer(
+    tmp_path: Path, runner: asyncio.Runner
+) -> None:
+    """/metrics' queue and the admin API's lists and counts read on a connection of their own:
+    while another process holds the database's write lock (a CLI redrive, say), they answer
+    at once instead of queueing behind the lock in a write batch; the writes still wait."""
+    store = _sqlite(tmp_path)
+
+    async def body() -> None:
+        await store.open()
+        try:
+            await store.ingest(ingest_of("evt_1", ["dub", "shop"]), NOW)
+            other = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")  # the write lock, held
+            try:
+                queue, counts, listed, events = await asyncio.wait_for(
+                    asyncio.gather(
+                        store.queue(), store.counts(), store.deliveries(), store.events()
+                    ),
+                    timeout=2,
+                )
+                assert queue["dub"].depth == 1 and queue["shop"].depth == 1
+                assert counts == {"pending": 2}
+                assert sorted(d.destination for d in listed) == ["dub", "shop"]
+                assert [e.event_id for e in events] == ["evt_1"]
+                found = await asyncio.wait_for(store.get(listed[0].id), timeout=2)
+                assert found is not None and found[0].id == listed[0].id
+                write = asyncio.ensure_future(store.ingest(ingest_of("evt_2"), NOW))
+                await asyncio.sleep(0.3)
+                assert not write.done()  # a write waits for the lock, as before
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            assert await asyncio.wait_for(write, timeout=10) is True
+        finally:
+            await store.close()
+
+    runner.run(body())
