@@ -4,11 +4,14 @@
 
 Rounds alternate, each side a fresh process measured as in `python -m bench`'s ingest phase
 (wrk, 64 connections, one-second warm-up): the verify-only app; the bridge; the bridge with
-its worker stopped; the bridge with its worker stopped and its SQLite statements made free
-(each batch still begins and commits, empty). What the last one reaches is as far as any
-change to the statements or to the worker's share could take the ratio. The parts are
-replaced in this module's own launcher process (``python -m bench.bounds serve PARTS ...``
-runs ``bridge`` with them replaced), never in the bridge itself.
+its worker stopped; the same with only the event's row written, no routing and no log line
+(what an "inbox" design, which stores the raw event, acknowledges, and routes it and writes
+its deliveries afterwards, could reach at most); the bridge with its worker stopped and its
+SQLite statements made free (each batch still begins and commits, empty). What the last one
+reaches is as far as any change to the statements or to the worker's share could take the
+ratio. The parts are replaced in this module's own launcher process (``python -m
+bench.bounds serve PARTS ...`` runs ``bridge`` with them replaced), never in the bridge
+itself.
 """
 
 from __future__ import annotations
@@ -18,14 +21,20 @@ import asyncio
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.__main__ import PY, SECRET, Run, free_port, median_run, process
+from bench.breakdown import Silent
+
+if TYPE_CHECKING:
+    from bridge.model import ProviderEvent
+    from bridge.pipeline import Plan
 
 VARIANTS = {
     "verify-only app": None,
     "bridge": "",
     "bridge, worker stopped": "worker",
+    "inbox at most: event row only, no routing, no log": "worker,deliveries,plan,log",
     "bridge, worker stopped, no SQL statements": "worker,sql",
 }
 COUNT = 60_000
@@ -33,7 +42,9 @@ COUNT = 60_000
 
 def serve(parts: set[str], argv: list[str]) -> None:
     """Run the bridge's CLI with ``parts`` made free."""
+    import bridge.app
     from bridge import cli
+    from bridge.pipeline import Pipeline
     from bridge.store.sqlite import SQLiteStore
     from bridge.worker import Worker
 
@@ -45,6 +56,20 @@ def serve(parts: set[str], argv: list[str]) -> None:
         Worker.run = idle  # type: ignore[method-assign]
     if "sql" in parts:
         SQLiteStore._write_events = lambda self, conn, new: [True] * len(new)  # type: ignore[method-assign]
+    if "deliveries" in parts:  # the events are inserted; their deliveries and refs are not
+        SQLiteStore._insert = lambda self, conn, name, rows: None  # type: ignore[method-assign]
+    if "plan" in parts:  # every event gets the first event's plan (all are alike here)
+        planned: dict[str, Plan] = {}
+        plan = Pipeline.plan
+
+        def first_plan(self: Pipeline, event: ProviderEvent) -> Plan:
+            if "plan" not in planned:
+                planned["plan"] = plan(self, event)
+            return planned["plan"]
+
+        Pipeline.plan = first_plan  # type: ignore[method-assign]
+    if "log" in parts:
+        bridge.app.log = Silent()
     sys.argv = ["bridge", *argv]
     cli.main()
 
@@ -69,7 +94,7 @@ def measure(rounds: int) -> dict[str, list[dict[str, Any]]]:
                     with run.sink() as sink, run.bridge(sink, launcher=launcher) as (url, pid):
                         figures = run.loaded(f"{url}/webhooks/stripe", pid, COUNT)
                 results[name].append(figures)
-                print(f"  {name:<44}{figures['rps']:8.0f} req/s", file=sys.stderr, flush=True)
+                print(f"  {name:<52}{figures['rps']:8.0f} req/s", file=sys.stderr, flush=True)
     return results
 
 
@@ -84,11 +109,11 @@ def main() -> None:
     args = parser.parse_args()
     results = measure(args.rounds)
     ceiling = median_run(results["verify-only app"])
-    print(f"medians of {args.rounds} rounds    req/s  ratio   p99 ms  CPU us/request")
+    print(f"{f'medians of {args.rounds} rounds':<54}   req/s  ratio   p99 ms  CPU us/request")
     for name, runs in results.items():
         m = median_run(runs)
         print(
-            f"  {name:<44}{m['rps']:8.0f} {m['rps'] / ceiling['rps']:6.2f} "
+            f"  {name:<52}{m['rps']:8.0f} {m['rps'] / ceiling['rps']:6.2f} "
             f"{m['p99'] * 1000:8.1f} {m['cpu_us_per_request']:8.0f}"
         )
 
