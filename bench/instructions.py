@@ -1,0 +1,156 @@
+"""Instructions per webhook, counted by valgrind: a figure a noisy machine does not move.
+
+    python -m bench.instructions [--requests N]     (needs Debian's valgrind)
+
+The in-process drive of `python -m bench.breakdown` (no sockets, no uvicorn, worker off, 64
+requests at a time), each variant in a process of its own under `valgrind --tool=callgrind`,
+once with N requests and once with none, both having prepared the same signed requests and
+warmed up alike: the difference over N is the instructions a request costs, in user space
+and every thread (SQLite's included; the kernel's, such as the fsync, not). Time per
+instruction is not the same everywhere (cache misses, the GIL's hand-offs, the kernel), so
+this complements the req/s ratios, it does not replace them; what it gives is an A/B that
+the machine's mood does not blur. Variants: the verify-only app; the bridge; the bridge with
+one part made free:
+
+    no log        the log line of an accepted webhook
+    no routing    routing and the transaction's fields (every event gets the first's plan)
+    no SQL        the SQLite statements of a commit (the batch still begins and commits)
+    inbox at most only the event's row written, no routing, no log line
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.__main__ import PY, SECRET, table
+from bench.apps import verify_only
+from bench.breakdown import Silent, drive
+from bench.load import signed
+
+if TYPE_CHECKING:
+    from bridge.model import ProviderEvent
+    from bridge.pipeline import Plan
+
+VARIANTS = {
+    "verify-only app": "verify",
+    "bridge": "-",
+    "bridge, no log line": "log",
+    "bridge, no routing": "plan",
+    "bridge, no SQL statements": "sql",
+    "inbox at most: event row only, no routing, no log": "deliveries,plan,log",
+}
+WARM = 300
+
+
+def make_free(parts: set[str]) -> None:
+    """The bridge in this process with ``parts`` made free (never the bridge itself)."""
+    import bridge.app
+    from bridge.pipeline import Pipeline
+    from bridge.store.sqlite import SQLiteStore
+
+    if "sql" in parts:
+        SQLiteStore._write_events = lambda self, conn, new: [True] * len(new)  # type: ignore[method-assign]
+    if "deliveries" in parts:
+        SQLiteStore._insert = lambda self, conn, name, rows: None  # type: ignore[method-assign]
+    if "log" in parts:
+        bridge.app.log = Silent()
+    if "plan" in parts:
+        planned: dict[str, Plan] = {}
+        plan = Pipeline.plan
+
+        def first_plan(self: Pipeline, event: ProviderEvent) -> Plan:
+            if "plan" not in planned:
+                planned["plan"] = plan(self, event)
+            return planned["plan"]
+
+        Pipeline.plan = first_plan  # type: ignore[method-assign]
+
+
+async def run(variant: str, count: int, prepared: int, work: Path) -> None:
+    """Prepare ``prepared`` requests, warm up, then drive ``count`` of them (0: none)."""
+    import bridge.app
+    from bridge import config, logging
+
+    requests = [signed(SECRET, "in", n) for n in range(WARM + prepared)]
+    path = work / "bridge.yaml"
+    path.write_text(table("http://127.0.0.1:9", f"sqlite:///{work}/bridge.db"))
+    loaded = config.load(path)
+    logging.configure("json")
+    logging.set_secrets(loaded.secrets())
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)  # as `bridge serve` does
+    if variant == "verify":
+        app = verify_only(SECRET)
+        await drive(app, requests[:WARM])
+        if count:
+            await drive(app, requests[WARM : WARM + count])
+        return
+    make_free(set(variant.split(",")) - {"-"})
+    application = bridge.app.create_app(loaded, run_worker=False)
+    async with application.router.lifespan_context(application):
+        await drive(application, requests[:WARM])
+        if count:
+            await drive(application, requests[WARM : WARM + count])
+
+
+def counted(variant: str, count: int, prepared: int) -> int:
+    """Instructions of one run under callgrind."""
+    args = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    args += [PY, "-m", "bench.instructions", "run", variant, str(count), str(prepared)]
+    done = subprocess.run(args, capture_output=True, text=True, check=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from valgrind: {done.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def per_request(variant: str, count: int) -> float:
+    return (counted(variant, count, count) - counted(variant, 0, count)) / count
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "run":
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the log lines go nowhere
+        with tempfile.TemporaryDirectory(prefix="bench-instructions-") as folder:
+            asyncio.run(run(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), Path(folder)))
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=1000)
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        raise SystemExit("needs valgrind (apt-get install valgrind)")
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        futures = {
+            name: pool.submit(per_request, variant, args.requests)
+            for name, variant in VARIANTS.items()
+        }
+        figures = {name: future.result() for name, future in futures.items()}
+    ceiling = figures["verify-only app"]
+    print(f"{'instructions per request, in-process':<54}{'count':>11}  vs verify-only")
+    for name, value in figures.items():
+        print(f"  {name:<52}{value:11,.0f}  {value / ceiling:5.2f}x")
+    whole = figures["bridge"]
+    for name, value in figures.items():
+        if name.startswith("bridge, no "):
+            part = f"of which {name.removeprefix('bridge, no ')}"
+            print(f"    {part:<50}{whole - value:11,.0f}")
+    print(json.dumps({"requests": args.requests, "instructions_per_request": figures}))
+
+
+if __name__ == "__main__":
+    main()
