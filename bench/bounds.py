@@ -40,10 +40,9 @@ VARIANTS = {
 COUNT = 60_000
 
 
-def serve(parts: set[str], argv: list[str]) -> None:
-    """Run the bridge's CLI with ``parts`` made free."""
+def make_free(parts: set[str]) -> None:
+    """The bridge in this process with ``parts`` made free (never the bridge itself)."""
     import bridge.app
-    from bridge import cli
     from bridge.pipeline import Pipeline
     from bridge.store.sqlite import SQLiteStore
     from bridge.worker import Worker
@@ -70,6 +69,13 @@ def serve(parts: set[str], argv: list[str]) -> None:
         Pipeline.plan = first_plan  # type: ignore[method-assign]
     if "log" in parts:
         bridge.app.log = Silent()
+
+
+def serve(parts: set[str], argv: list[str]) -> None:
+    """Run the bridge's CLI with ``parts`` made free."""
+    from bridge import cli
+
+    make_free(parts)
     sys.argv = ["bridge", *argv]
     cli.main()
 

@@ -32,16 +32,12 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bench.__main__ import PY, SECRET, table
 from bench.apps import verify_only
-from bench.breakdown import Silent, drive
+from bench.bounds import make_free
+from bench.breakdown import drive
 from bench.load import signed
-
-if TYPE_CHECKING:
-    from bridge.model import ProviderEvent
-    from bridge.pipeline import Plan
 
 VARIANTS = {
     "verify-only app": "verify",
@@ -52,30 +48,6 @@ VARIANTS = {
     "inbox at most: event row only, no routing, no log": "deliveries,plan,log",
 }
 WARM = 300
-
-
-def make_free(parts: set[str]) -> None:
-    """The bridge in this process with ``parts`` made free (never the bridge itself)."""
-    import bridge.app
-    from bridge.pipeline import Pipeline
-    from bridge.store.sqlite import SQLiteStore
-
-    if "sql" in parts:
-        SQLiteStore._write_events = lambda self, conn, new: [True] * len(new)  # type: ignore[method-assign]
-    if "deliveries" in parts:
-        SQLiteStore._insert = lambda self, conn, name, rows: None  # type: ignore[method-assign]
-    if "log" in parts:
-        bridge.app.log = Silent()
-    if "plan" in parts:
-        planned: dict[str, Plan] = {}
-        plan = Pipeline.plan
-
-        def first_plan(self: Pipeline, event: ProviderEvent) -> Plan:
-            if "plan" not in planned:
-                planned["plan"] = plan(self, event)
-            return planned["plan"]
-
-        Pipeline.plan = first_plan  # type: ignore[method-assign]
 
 
 async def run(variant: str, count: int, prepared: int, work: Path) -> None:
