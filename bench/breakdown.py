@@ -28,13 +28,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 
 from bench.__main__ import SECRET, table
 from bench.apps import verify_only
 from bench.load import signed
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 VARIANTS = ("verify-only", "bridge", "no-log", "no-plan", "no-sql")
 CONNECTIONS = 64
@@ -105,19 +108,13 @@ async def drive(app: App, requests: list[tuple[str, bytes]]) -> float:
 
 async def measure(count: int, work: Path) -> dict[str, float]:
     import bridge.app
-    from bridge import config, logging
 
     requests = [signed(SECRET, "bd", n) for n in range(count)]
     warm, rest = requests[:2000], requests[2000:]
     rounds = len(VARIANTS) * ROUNDS
     slices = [rest[k::rounds] for k in range(rounds)]
 
-    path = work / "bridge.yaml"
-    path.write_text(table("http://127.0.0.1:9", f"sqlite:///{work}/bridge.db"))
-    loaded = config.load(path)
-    logging.configure("json")
-    logging.set_secrets(loaded.secrets())
-    application = bridge.app.create_app(loaded, run_worker=False)
+    application = bridge_app(work)
     pipeline, store = application.state.pipeline, application.state.store
     stripe = pipeline.sources["stripe"]
     plans = {}
@@ -126,9 +123,7 @@ async def measure(count: int, work: Path) -> dict[str, float]:
         plans[event.id] = pipeline.plan(event)
     ceiling = verify_only(SECRET)
     logger = bridge.app.log
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)  # as `bridge serve` does
+    settle_gc()
     figures: dict[str, float] = {}
     async with application.router.lifespan_context(application):
         await drive(application, warm)
@@ -149,6 +144,27 @@ async def measure(count: int, work: Path) -> dict[str, float]:
                 vars(store).pop("_write_events", None)
             figures[variant] = min(spent, figures.get(variant, spent))
     return figures
+
+
+def bridge_app(work: Path) -> Starlette:
+    """The bridge's app on the bench's table (a database in ``work``), worker off, logging
+    JSON lines with its secrets masked."""
+    import bridge.app
+    from bridge import config, logging
+
+    path = work / "bridge.yaml"
+    path.write_text(table("http://127.0.0.1:9", f"sqlite:///{work}/bridge.db"))
+    loaded = config.load(path)
+    logging.configure("json")
+    logging.set_secrets(loaded.secrets())
+    return bridge.app.create_app(loaded, run_worker=False)
+
+
+def settle_gc() -> None:
+    """Keep the collector off everything loaded so far, as `bridge serve` does."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
 
 
 class Silent:

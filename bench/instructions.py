@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
+import contextlib
 import json
 import os
 import re
@@ -32,11 +32,12 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from bench.__main__ import PY, SECRET, table
+from bench.__main__ import PY, SECRET
 from bench.apps import verify_only
 from bench.bounds import make_free
-from bench.breakdown import drive
+from bench.breakdown import bridge_app, drive, settle_gc
 from bench.load import signed
 
 VARIANTS = {
@@ -52,30 +53,19 @@ WARM = 300
 
 async def run(variant: str, count: int, prepared: int, work: Path) -> None:
     """Prepare ``prepared`` requests, warm up, then drive ``count`` of them (0: none)."""
-    import bridge.app
-    from bridge import config, logging
-
     requests = [signed(SECRET, "in", n) for n in range(WARM + prepared)]
-    path = work / "bridge.yaml"
-    path.write_text(table("http://127.0.0.1:9", f"sqlite:///{work}/bridge.db"))
-    loaded = config.load(path)
-    logging.configure("json")
-    logging.set_secrets(loaded.secrets())
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)  # as `bridge serve` does
     if variant == "verify":
         app = verify_only(SECRET)
+        lifespan: Any = contextlib.nullcontext()
+    else:
+        make_free(set(variant.split(",")) - {"-"})
+        app = bridge_app(work)
+        lifespan = app.router.lifespan_context(app)
+    settle_gc()
+    async with lifespan:
         await drive(app, requests[:WARM])
         if count:
             await drive(app, requests[WARM : WARM + count])
-        return
-    make_free(set(variant.split(",")) - {"-"})
-    application = bridge.app.create_app(loaded, run_worker=False)
-    async with application.router.lifespan_context(application):
-        await drive(application, requests[:WARM])
-        if count:
-            await drive(application, requests[WARM : WARM + count])
 
 
 def counted(variant: str, count: int, prepared: int) -> int:
