@@ -39,7 +39,7 @@ def mask(text: str, secrets: tuple[str, ...]) -> str:
 def set_secrets(secrets: Iterable[str]) -> None:
     """Mask these in every log line."""
     global _SECRETS
-    _SECRETS = _pattern(tuple(form for secret in secrets if secret for form in _forms(secret)))
+    _SECRETS = _pattern(tuple(form for secret in secrets for form in _forms(secret)))
 
 
 def _forms(secret: str) -> set[str]:

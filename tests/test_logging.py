@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -21,38 +23,31 @@ def test_a_secret_inside_another_is_masked_whole_in_either_order() -> None:
     assert mask("a.b*c", ("b*",)) == "a.***c"  # regex characters are literal
 
 
-def test_log_lines_mask_every_configured_secret_at_any_depth() -> None:
-    stream = io.StringIO()
-    saved = sys.stderr
-    sys.stderr = stream
-    try:
-        bridge_logging.configure("json")
-        bridge_logging.set_secrets(["whsec_123", "whsec_123456"])
-        structlog.get_logger("t").info(
-            "sent whsec_123456", headers={"x": ["Bearer whsec_123"]}, n=1
-        )
-    finally:
-        sys.stderr = saved
-        bridge_logging.set_secrets([])
-    line = json.loads(stream.getvalue())
-    assert line["event"] == "sent ***"
-    assert line["headers"] == {"x": ["Bearer ***"]}
-    assert "whsec" not in stream.getvalue()
-
-
-def _lines(fmt: str, secrets: list[str], emit: object) -> str:
+def _lines(fmt: str, secrets: list[str], emit: Callable[[Any], None]) -> str:
+    """What ``emit`` logs, in ``fmt``, with ``secrets`` configured."""
     stream = io.StringIO()
     saved = sys.stderr
     sys.stderr = stream
     try:
         bridge_logging.configure(fmt)
         bridge_logging.set_secrets(secrets)
-        emit(structlog.get_logger("t"))  # type: ignore[operator]
+        emit(structlog.get_logger("t"))
     finally:
         sys.stderr = saved
         bridge_logging.set_secrets([])
         bridge_logging.configure("json")
     return stream.getvalue()
+
+
+def test_log_lines_mask_every_configured_secret_at_any_depth() -> None:
+    def emit(log: Any) -> None:
+        log.info("sent whsec_123456", headers={"x": ["Bearer whsec_123"]}, n=1)
+
+    text = _lines("json", ["whsec_123", "whsec_123456"], emit)
+    line = json.loads(text)
+    assert line["event"] == "sent ***"
+    assert line["headers"] == {"x": ["Bearer ***"]}
+    assert "whsec" not in text
 
 
 class _Holder:
@@ -68,7 +63,7 @@ AWKWARD = 'sk_"qu\\ot\u00e9d\t_secret'
 
 
 def test_secrets_are_masked_in_keys_reprs_and_tracebacks_too() -> None:
-    def emit(log: structlog.stdlib.BoundLogger) -> None:
+    def emit(log: Any) -> None:
         log.info("one", **{"key_whsec_99": 1}, obj=_Holder("whsec_99"))
         try:
             raise RuntimeError("failed with whsec_99 in the message")
@@ -83,7 +78,7 @@ def test_secrets_are_masked_in_keys_reprs_and_tracebacks_too() -> None:
 
 
 def test_secrets_are_masked_however_the_renderer_escapes_them() -> None:
-    def emit(log: structlog.stdlib.BoundLogger) -> None:
+    def emit(log: Any) -> None:
         log.info(f"a {AWKWARD} b", nested={"list": [f"x{AWKWARD}y"]}, obj=_Holder(AWKWARD))
 
     text = _lines("json", [AWKWARD], emit)
