@@ -146,14 +146,14 @@ async def measure(count: int, work: Path) -> dict[str, float]:
     return figures
 
 
-def bridge_app(work: Path) -> Starlette:
-    """The bridge's app on the bench's table (a database in ``work``), worker off, logging
-    JSON lines with its secrets masked."""
+def bridge_app(work: Path, sink: str = "http://127.0.0.1:9") -> Starlette:
+    """The bridge's app on the bench's table (a database in ``work``, destinations at
+    ``sink``), worker off, logging JSON lines with its secrets masked."""
     import bridge.app
     from bridge import config, logging
 
     path = work / "bridge.yaml"
-    path.write_text(table("http://127.0.0.1:9", f"sqlite:///{work}/bridge.db"))
+    path.write_text(table(sink, f"sqlite:///{work}/bridge.db"))
     loaded = config.load(path)
     logging.configure("json")
     logging.set_secrets(loaded.secrets())

@@ -16,6 +16,10 @@ one part made free:
     no routing    routing and the transaction's fields (every event gets the first's plan)
     no SQL        the SQLite statements of a commit (the batch still begins and commits)
     inbox at most only the event's row written, no routing, no log line
+
+And the worker's instructions per delivery: a backlog of N events (4 deliveries each) sent
+to the bench's loopback sink (a process of its own, not counted), against the same backlog
+left undelivered.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import PY, SECRET
+from bench.__main__ import PY, SECRET, free_port, process
 from bench.apps import verify_only
 from bench.bounds import make_free
 from bench.breakdown import bridge_app, drive, settle_gc
@@ -48,7 +52,7 @@ VARIANTS = {
     "bridge, no SQL statements": "sql",
     "inbox at most: event row only, no routing, no log": "deliveries,plan,log",
 }
-WARM = 300
+WARM = 300  # requests of the warm-up; the delivery figure warms up on a quarter of them
 
 
 async def run(variant: str, count: int, prepared: int, work: Path) -> None:
@@ -68,6 +72,25 @@ async def run(variant: str, count: int, prepared: int, work: Path) -> None:
             await drive(app, requests[WARM : WARM + count])
 
 
+async def deliver(count: int, drain: bool, work: Path) -> None:
+    """Store WARM / 4 events and deliver them (the warm-up), then store ``count`` more and,
+    with ``drain``, deliver those too."""
+    port = free_port()
+    sink = [PY, "-m", "bench.apps", "sink", str(port), "0"]
+    with process(sink, f"http://127.0.0.1:{port}/stats"):
+        app = bridge_app(work, f"http://127.0.0.1:{port}")
+        worker = app.state.worker
+        warm = WARM // 4  # events: 4 deliveries each
+        requests = [signed(SECRET, "dl", n) for n in range(warm + count)]
+        settle_gc()
+        async with app.router.lifespan_context(app):
+            await drive(app, requests[:warm])
+            await worker.drain()
+            await drive(app, requests[warm:])
+            if drain:
+                await worker.drain()
+
+
 def counted(variant: str, count: int, prepared: int) -> int:
     """Instructions of one run under callgrind."""
     args = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
@@ -83,35 +106,55 @@ def per_request(variant: str, count: int) -> float:
     return (counted(variant, count, count) - counted(variant, 0, count)) / count
 
 
+def per_delivery(events: int) -> float:
+    """The drain's instructions over its deliveries (4 an event)."""
+    return (counted("deliver", events, 1) - counted("deliver", events, 0)) / (events * 4)
+
+
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "run":
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the log lines go nowhere
         with tempfile.TemporaryDirectory(prefix="bench-instructions-") as folder:
-            asyncio.run(run(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), Path(folder)))
+            variant, count, prepared = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+            if variant == "deliver":  # prepared: whether to drain
+                asyncio.run(deliver(count, bool(prepared), Path(folder)))
+            else:
+                asyncio.run(run(variant, count, prepared, Path(folder)))
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=250, help="events of the delivery figure")
+    parser.add_argument("--only", choices=["ingest", "delivery"], help="one figure only")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("needs valgrind (apt-get install valgrind)")
+    report: dict[str, Any] = {}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         futures = {
             name: pool.submit(per_request, variant, args.requests)
             for name, variant in VARIANTS.items()
+            if args.only != "delivery"
         }
+        delivery = pool.submit(per_delivery, args.events) if args.only != "ingest" else None
         figures = {name: future.result() for name, future in futures.items()}
-    ceiling = figures["verify-only app"]
-    print(f"{'instructions per request, in-process':<54}{'count':>11}  vs verify-only")
-    for name, value in figures.items():
-        print(f"  {name:<52}{value:11,.0f}  {value / ceiling:5.2f}x")
-    whole = figures["bridge"]
-    for name, value in figures.items():
-        if name.startswith("bridge, no "):
-            part = f"of which {name.removeprefix('bridge, no ')}"
-            print(f"    {part:<50}{whole - value:11,.0f}")
-    print(json.dumps({"requests": args.requests, "instructions_per_request": figures}))
+    if figures:
+        ceiling = figures["verify-only app"]
+        print(f"{'instructions per request, in-process':<54}{'count':>11}  vs verify-only")
+        for name, value in figures.items():
+            print(f"  {name:<52}{value:11,.0f}  {value / ceiling:5.2f}x")
+        whole = figures["bridge"]
+        for name, value in figures.items():
+            if name.startswith("bridge, no "):
+                part = f"of which {name.removeprefix('bridge, no ')}"
+                print(f"    {part:<50}{whole - value:11,.0f}")
+        report |= {"requests": args.requests, "instructions_per_request": figures}
+    if delivery is not None:
+        per = delivery.result()
+        print(f"{'instructions per delivery, worker to loopback sink':<54}{per:11,.0f}")
+        report |= {"events": args.events, "instructions_per_delivery": per}
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":
