@@ -159,7 +159,8 @@ class _Connection(asyncio.Protocol):
         self._answer = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         try:
-            await asyncio.wait_for(self._answer, timeout)
+            async with asyncio.timeout(timeout):
+                await self._answer
         except TimeoutError:
             self.close()
             raise httpx.ReadTimeout(f"no complete answer within {timeout:g}s") from None
@@ -197,10 +198,14 @@ class Http1Transport(httpx.AsyncBaseTransport):
         if url.scheme not in DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
         key = (url.scheme, url.host, url.port or DEFAULT_PORTS[url.scheme])
-        try:
-            await asyncio.wait_for(self._slots.acquire(), timeouts.get("pool"))
-        except TimeoutError:
-            raise httpx.PoolTimeout("no free connection in time") from None
+        if self._slots.locked():  # wait for a slot, within the pool timeout
+            try:  # a timeout scope, not wait_for: no task of its own
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no free connection in time") from None
+        else:
+            await self._slots.acquire()  # a slot is free: taken at once, nothing to time
         try:
             conn = self._take_idle(key) or await self._connect(key, timeouts.get("connect"))
             try:

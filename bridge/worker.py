@@ -371,8 +371,10 @@ class Worker:
         timeout = destination_cfg.timeout
         request.extensions["timeout"] = self._timeouts[delivery.destination]
         try:
-            # the timeout extension covers each phase; this bounds the whole exchange
-            response = await asyncio.wait_for(_exchange(transport, request), timeout=timeout + 1)
+            # the timeout extension covers each phase; this bounds the whole exchange (a
+            # timeout scope, not wait_for: no task of its own for every request)
+            async with asyncio.timeout(timeout + 1):
+                response = await _exchange(transport, request)
             outcome = destination.classify(response, self.clock())
         except (httpx.TimeoutException, TimeoutError) as exc:
             outcome = Outcome("retry", f"timeout: {type(exc).__name__}")
