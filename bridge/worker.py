@@ -25,6 +25,7 @@ import structlog
 
 from bridge import mapping, metrics
 from bridge.destinations.base import Outcome, Skipped
+from bridge.destinations.common import text as answer_text
 from bridge.logging import mask
 from bridge.model import Attempt, Delivery, ProviderEvent, Status
 from bridge.pipeline import Pipeline, purchase_refs
@@ -383,7 +384,7 @@ class Worker:
         self._release_slot(delivery)
 
         status_code = response.status_code if response is not None else None
-        excerpt = response.text[:500] if response is not None else None
+        excerpt = answer_text(response) if response is not None else None
         if outcome.verdict == "delivered":
             status, error = Status.DELIVERED, None
         elif outcome.verdict == "not_recorded":

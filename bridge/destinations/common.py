@@ -41,14 +41,18 @@ class TemplateDestination:
         self.config = config
         self.url = httpx.URL(config.base_url.rstrip("/") + self.path)  # parsed once
         self._settings = config.settings()
-        # the same for every request (they come from the configuration): built once
-        self._headers = {
-            "User-Agent": USER_AGENT,
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "Accept-Encoding": "identity",
-            **self.headers(),
-        }
+        # the same for every request (they come from the configuration): built once, Host
+        # included (a request built from a stream gets no headers added by httpx)
+        self._headers = httpx.Headers(
+            {
+                "Host": self.url.netloc.decode("ascii"),
+                "User-Agent": USER_AGENT,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "Accept-Encoding": "identity",
+                **self.headers(),
+            }
+        )
 
     def body(self, txn: Transaction, event: ProviderEvent) -> dict[str, Any]:
         if txn.kind == "refund" and self.no_refunds:
@@ -68,7 +72,15 @@ class TemplateDestination:
 
     def request(self, txn: Transaction, event: ProviderEvent) -> httpx.Request:
         content = json.dumps(mapping.json_ready(self.body(txn, event)), separators=(",", ":"))
-        return httpx.Request(self.method, self.url, content=content.encode(), headers=self._headers)
+        body = content.encode()
+        headers = self._headers.copy()
+        headers["Content-Length"] = str(len(body))
+        # from a stream: httpx takes the headers as they are, without normalizing them again
+        request = httpx.Request(
+            self.method, self.url, headers=headers, stream=httpx.ByteStream(body)
+        )
+        request.read()  # the body is in memory: request.content is there for every transport
+        return request
 
     def classify(self, response: httpx.Response, now: float) -> Outcome:
         return classify_status(response, now)
@@ -98,7 +110,20 @@ def excerpt(response: httpx.Response) -> str:
             return message[:EXCERPT]
         if isinstance(error, str):
             return error[:EXCERPT]
-    return response.text[:EXCERPT] if response.content else "(empty body)"
+    return text(response) if response.content else "(empty body)"
+
+
+def text(response: httpx.Response, limit: int = EXCERPT) -> str:
+    """The answer's first ``limit`` characters, in its declared charset, else UTF-8 (as httpx
+    reads it), undecodable bytes replaced. ``response.text`` would parse the Content-Type with
+    the email package on every answer, to find a charset that answers seldom declare."""
+    head = response.content[: limit * 4]  # a character takes at most 4 bytes
+    declared = "charset" in response.headers.get("content-type", "").lower()
+    encoding = (response.charset_encoding if declared else None) or "utf-8"
+    try:
+        return head.decode(encoding, errors="replace")[:limit]
+    except LookupError:  # a charset Python does not know
+        return head.decode("utf-8", errors="replace")[:limit]
 
 
 def json_body(response: httpx.Response) -> Any:
