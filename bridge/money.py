@@ -6,6 +6,7 @@ Decimal arithmetic. A float appears only when a JSON body is finally encoded.
 
 from __future__ import annotations
 
+import decimal
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
@@ -301,11 +302,13 @@ def _minor_amount(value: object) -> int:
     raise MoneyError(f"amount must be a number, got {type(value).__name__}")
 
 
+# a context that never rounds: as many digits and as wide an exponent as decimal allows
+_EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+
+
 def _shift(number: Decimal, places: int) -> Decimal:
     """``number * 10**places``, exact whatever its size (moves the exponent, never rounds)."""
-    sign, digits, exp = number.as_tuple()
-    assert isinstance(exp, int)  # finite numbers only
-    return Decimal((sign, digits, exp + places))
+    return number.scaleb(places, _EXACT)
 
 
 def to_major(minor: int, currency: str, convention: Convention = "iso") -> Decimal:
