@@ -156,16 +156,20 @@ class _Connection(asyncio.Protocol):
         """Write one request and wait for its whole answer (or the limit)."""
         assert self.transport is not None
         self._reset()
-        self._answer = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        answer = self._answer = loop.create_future()
+        # a timer on the answer itself: cheaper than a timeout scope around the wait
+        timer = None if timeout is None else loop.call_later(timeout, self._time_out, timeout)
         self.transport.write(data)
         try:
-            async with asyncio.timeout(timeout):
-                await self._answer
-        except TimeoutError:
-            self.close()
-            raise httpx.ReadTimeout(f"no complete answer within {timeout:g}s") from None
+            await answer
         finally:
+            if timer is not None:
+                timer.cancel()
             self._answer = None
+
+    def _time_out(self, timeout: float) -> None:
+        self._fail(httpx.ReadTimeout(f"no complete answer within {timeout:g}s"))
 
 
 class Http1Transport(httpx.AsyncBaseTransport):
@@ -277,10 +281,10 @@ class Http1Transport(httpx.AsyncBaseTransport):
 def _serialize(request: httpx.Request) -> bytes:
     """The request's bytes: request line, headers (httpx sets Host and Content-Length), body."""
     body = request.content  # the bridge's requests always carry their body in memory
-    lines = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
-    for name, value in request.headers.raw:
-        if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name:
-            raise httpx.LocalProtocolError("a header holds a line break")
-        lines += (name, b": ", value, b"\r\n")
-    lines += (b"\r\n", body)
-    return b"".join(lines)
+    fields = request.headers.raw
+    head = b"".join([b"%s: %s\r\n" % field for field in fields])
+    # each field ends in the only CR LF it may hold: any other is a header injected
+    if head.count(b"\r") != len(fields) or head.count(b"\n") != len(fields):
+        raise httpx.LocalProtocolError("a header holds a line break")
+    line = b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), request.url.raw_path)
+    return b"".join((line, head, b"\r\n", body))
