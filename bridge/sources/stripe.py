@@ -116,7 +116,7 @@ def _parse(header: str) -> tuple[int, list[str]] | None:
                 return None
             timestamp = int(value)
         elif key == "v1":
-            if not (value.isascii() and len(value) <= 128 and all(c in _HEX for c in value)):
+            if not (value.isascii() and len(value) <= 128 and _HEX.issuperset(value)):
                 return None
             signatures.append(value)
     if timestamp is None or not signatures:

@@ -1,0 +1,30 @@
+"""Stripe: the Stripe-Signature header is read strictly before any HMAC is computed."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.sources.stripe import _parse
+
+HEX = "5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd"
+
+
+@pytest.mark.parametrize(
+    ("header", "parsed"),
+    [
+        (f"t=1492774577,v1={HEX}", (1492774577, [HEX])),
+        (f"t=1492774577, v1={HEX.upper()}, v0=ignored", (1492774577, [HEX.upper()])),
+        (f"t=1492774577,v1={HEX},v1={HEX[::-1]}", (1492774577, [HEX, HEX[::-1]])),
+        (f"t=1492774577,v1={HEX[:-1]}g", None),  # not hex
+        (f"t=1492774577,v1={HEX[:-1]}\uff41", None),  # a full-width "a": not ASCII
+        (f"t=1492774577,v1={'a' * 129}", None),  # longer than any digest
+        (f"t=1492774577,t=1492774578,v1={HEX}", None),  # two timestamps
+        (f"t=\u0661\u0664\u0669,v1={HEX}", None),  # Arabic-Indic digits: isdigit, not ASCII
+        ("t=1492774577", None),  # no v1
+        (f"v1={HEX}", None),  # no timestamp
+    ],
+)
+def test_the_signature_header_is_parsed_strictly(
+    header: str, parsed: tuple[int, list[str]] | None
+) -> None:
+    assert _parse(header) == parsed
