@@ -279,7 +279,9 @@ class Http1Transport(httpx.AsyncBaseTransport):
 
 
 def _serialize(request: httpx.Request) -> bytes:
-    """The request's bytes: request line, headers (httpx sets Host and Content-Length), body."""
+    """The request's bytes: request line, headers, body. Host and Content-Length are among the
+    headers: httpx adds them to a request built from content, a destination sets them itself
+    on one built from a stream."""
     body = request.content  # the bridge's requests always carry their body in memory
     fields = request.headers.raw
     head = b"".join([b"%s: %s\r\n" % field for field in fields])
