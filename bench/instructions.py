@@ -1,6 +1,8 @@
-"""Instructions per webhook, counted by valgrind: a figure a noisy machine does not move.
+"""Instructions per webhook and per delivery, counted by valgrind: figures a noisy machine does
+not move.
 
-    python -m bench.instructions [--requests N]     (needs Debian's valgrind)
+    python -m bench.instructions [--requests N] [--events N] [--only ingest|delivery]
+                                                    (needs Debian's valgrind)
 
 The in-process drive of `python -m bench.breakdown` (no sockets, no uvicorn, worker off, 64
 requests at a time), each variant in a process of its own under `valgrind --tool=callgrind`,
