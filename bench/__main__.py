@@ -98,6 +98,17 @@ delivery: {{poll_interval: 0.2}}
 """
 
 
+@contextmanager
+def loopback_sink(delay: float = 0.0) -> Iterator[str]:
+    """The four destinations' stand-in (`bench.apps sink`), answering after ``delay``: its URL."""
+    port = free_port()
+    with process(
+        [PY, "-m", "bench.apps", "sink", str(port), str(delay)],
+        f"http://127.0.0.1:{port}/stats",
+    ):
+        yield f"http://127.0.0.1:{port}"
+
+
 class Run:
     def __init__(self, work: Path, quick: bool) -> None:
         self.work = work
@@ -111,15 +122,6 @@ class Run:
         path = self.work / f"requests-{self.n}.txt"
         write_requests(path, SECRET, f"r{self.n}", count)
         return path
-
-    @contextmanager
-    def sink(self, delay: float = 0.0) -> Iterator[str]:
-        port = free_port()
-        with process(
-            [PY, "-m", "bench.apps", "sink", str(port), str(delay)],
-            f"http://127.0.0.1:{port}/stats",
-        ):
-            yield f"http://127.0.0.1:{port}"
 
     @contextmanager
     def bridge(
@@ -192,7 +194,7 @@ class Run:
             f"http://127.0.0.1:{port}/nope",
         ) as app:
             ceiling = self.loaded(f"http://127.0.0.1:{port}/webhooks/stripe", app.pid, count)
-        with self.sink() as sink, self.bridge(sink) as (bridge, pid):
+        with loopback_sink() as sink, self.bridge(sink) as (bridge, pid):
             ours = self.loaded(f"{bridge}/webhooks/stripe", pid, count)
             drained = self.drain(bridge)
         return {
@@ -217,7 +219,7 @@ class Run:
     def delivery(self) -> None:
         events = 3000 if not self.quick else 1000
         rate = 500.0
-        with self.sink() as sink, self.bridge(sink) as (bridge, _pid):
+        with loopback_sink() as sink, self.bridge(sink) as (bridge, _pid):
             # throughput: a backlog of events, timed from the first to the last delivery
             file = self.requests(events)
             wrk(f"{bridge}/webhooks/stripe", file, connections=32, seconds=max(2, events // 1000))
@@ -257,7 +259,7 @@ class Run:
         count = 5000
         rate = 20.0
         seconds = 5 if self.quick else 15
-        with self.sink(delay=0.25) as slow:
+        with loopback_sink(delay=0.25) as slow:
             port = free_port()
             theirs_url = f"http://127.0.0.1:{port}/webhooks/stripe"
             with process(
@@ -314,7 +316,7 @@ class Run:
 
     def memory(self, soak: float) -> None:
         total = 100_000 if not self.quick else 20_000
-        with self.sink() as sink, self.bridge(sink) as (bridge, pid):
+        with loopback_sink() as sink, self.bridge(sink) as (bridge, pid):
             start_rss = rss(pid)
             sent = 0
             while sent < total:
@@ -389,7 +391,7 @@ class Run:
                     conn.execute(f"CREATE DATABASE bench{replicas}")
                 count = 30_000 if not self.quick else 10_000
                 with (
-                    self.sink() as sink,
+                    loopback_sink() as sink,
                     contextlib_multi(
                         [
                             self.bridge(sink, database, {"BRIDGE_WORKER_ID": f"r{i}"})

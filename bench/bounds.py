@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.__main__ import PY, SECRET, Run, free_port, median_run, process
+from bench.__main__ import PY, SECRET, Run, free_port, loopback_sink, median_run, process
 from bench.breakdown import Silent
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def measure(rounds: int) -> dict[str, list[dict[str, Any]]]:
                         figures = run.loaded(url, app.pid, COUNT)
                 else:
                     launcher = [PY, "-m", "bench.bounds", "serve", parts or "-"]
-                    with run.sink() as sink, run.bridge(sink, launcher=launcher) as (url, pid):
+                    with loopback_sink() as sink, run.bridge(sink, launcher=launcher) as (url, pid):
                         figures = run.loaded(f"{url}/webhooks/stripe", pid, COUNT)
                 results[name].append(figures)
                 print(f"  {name:<52}{figures['rps']:8.0f} req/s", file=sys.stderr, flush=True)

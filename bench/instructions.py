@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import PY, SECRET, free_port, process
+from bench.__main__ import PY, SECRET, loopback_sink
 from bench.apps import verify_only
 from bench.bounds import make_free
 from bench.breakdown import bridge_app, drive, settle_gc
@@ -77,10 +77,8 @@ async def run(variant: str, count: int, prepared: int, work: Path) -> None:
 async def deliver(count: int, drain: bool, work: Path) -> None:
     """Store WARM / 4 events and deliver them (the warm-up), then store ``count`` more and,
     with ``drain``, deliver those too."""
-    port = free_port()
-    sink = [PY, "-m", "bench.apps", "sink", str(port), "0"]
-    with process(sink, f"http://127.0.0.1:{port}/stats"):
-        app = bridge_app(work, f"http://127.0.0.1:{port}")
+    with loopback_sink() as sink:
+        app = bridge_app(work, sink)
         worker = app.state.worker
         warm = WARM // 4  # events: 4 deliveries each
         requests = [signed(SECRET, "dl", n) for n in range(warm + count)]
