@@ -43,7 +43,7 @@ DEAD = Gauge(
 )
 INGEST_BATCH = Histogram(
     "bridge_ingest_commit_batch_size",
-    "Operations that shared one commit (SQLite group commit).",
+    "Webhooks whose events shared one commit (group commit).",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from bridge.model import Attempt, Customer, Delivery, NewDelivery, ProviderEvent, Purchase, Status
 from bridge.store import Finish, Ingest, SQLiteStore, Store, StoreUnavailable
@@ -157,6 +158,48 @@ def test_ingest_is_idempotent_per_source_and_event_id(store: Store, runner: asyn
         assert all(d.status is Status.PENDING and d.attempts == 0 for d in rows)
         assert all(d.next_at == NOW and d.window_at == NOW for d in rows)
         assert await store.counts() == {"pending": 2}
+
+    runner.run(body())
+
+
+def test_the_commit_batch_histogram_counts_webhooks_and_nothing_else(
+    store: Store, runner: asyncio.Runner
+) -> None:
+    """``bridge_ingest_commit_batch_size`` observes how many webhooks' events shared a commit:
+    concurrent ingests together, a refund that looks up its purchase as one; the worker's
+    claims and finishes, the admin's reads and redrives are no webhooks and add nothing."""
+
+    def histogram() -> tuple[float, float]:
+        count = REGISTRY.get_sample_value("bridge_ingest_commit_batch_size_count") or 0.0
+        total = REGISTRY.get_sample_value("bridge_ingest_commit_batch_size_sum") or 0.0
+        return count, total
+
+    async def body() -> None:
+        count, total = histogram()
+        stored = await asyncio.gather(
+            *(store.ingest(ingest_of(f"evt_b{n}"), NOW) for n in range(5))
+        )
+        assert stored == [True] * 5
+        after = histogram()
+        assert after[1] - total == 5  # five webhooks, each counted once
+        assert 1 <= after[0] - count <= 5  # in as few commits as the store could share
+        refund = ingest_of("evt_refund", type_="charge.refunded", link_refs=["ch_1"])
+        assert await store.ingest(refund, NOW)
+        count, total = histogram()
+        assert (count - after[0], total - after[1]) == (1, 1)
+
+        [d] = await store.claim("dub", 1, NOW, LEASE, "w1")
+        assert await store.finish(Finish(d.id, "w1", Status.DEAD, NOW, attempt(d.id)), NOW)
+        await store.redrive([d.id], NOW)
+        await store.release("w1", NOW)
+        await store.purchase("stripe", ["ch_1"])
+        await store.next_due(DUE)
+        await store.get(d.id)
+        await store.deliveries()
+        await store.counts()
+        await store.queue()
+        await store.events()
+        assert histogram() == (count, total)
 
     runner.run(body())
 
@@ -321,7 +364,7 @@ def test_finish_by_the_holder_records_the_attempt_and_the_new_state(
 def test_finish_without_an_attempt_counts_none(store: Store, runner: asyncio.Runner) -> None:
     async def body() -> None:
         await store.ingest(ingest_of("evt_1"), NOW)
-        d = await claim_one(store, "dub", NOW)
+        [d] = await store.claim("dub", 1, NOW, LEASE, "w1")
         assert await store.finish(Finish(d.id, "w1", Status.PENDING, NOW, None), NOW + 1)
         got = await store.get(d.id)
         assert got is not None
