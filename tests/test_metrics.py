@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from bridge import config as config_module
+from bridge import metrics
 from bridge.app import create_app
 from tests.conftest import fixture_bytes, stripe_headers, table_yaml
 
@@ -58,3 +60,19 @@ def test_webhook_outcomes_and_queue_gauges(tmp_path: Path) -> None:
             assert value(after, "bridge_dead_letters", destination=destination) == 0
             assert value(after, "bridge_oldest_pending_age_seconds", destination=destination) >= 0
         assert value(after, "bridge_ingest_commit_batch_size_count") >= 1
+
+
+def test_the_readme_lists_every_metric_the_bridge_exports() -> None:
+    """The README's metrics table is what a user builds dashboards and alerts from: every
+    ``bridge_*`` family /metrics can show is in it, and it names none that is not."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Metrics") : readme.index("### Logs")]
+    documented = set(re.findall(r"^\| `(bridge_\w+)`", section, re.MULTILINE))
+    exported = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in text_string_to_metric_families(metrics.render().decode())
+        # prometheus-client's ``*_created`` timestamps of counters and histograms parse as
+        # families of their own; they are a part of the family they belong to
+        if family.name.startswith("bridge_") and not family.name.endswith("_created")
+    }
+    assert documented == exported
