@@ -24,7 +24,8 @@ DELIVERIES = Counter(
 )
 ATTEMPT_LATENCY = Histogram(
     "bridge_attempt_latency_seconds",
-    "Time from sending a delivery to its classified answer, by destination.",
+    "How long a sent delivery took to its answer, its timeout or its connection error, "
+    "by destination.",
     ["destination"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )

@@ -374,6 +374,7 @@ class Worker:
         response: httpx.Response | None = None
         timeout = destination_cfg.timeout
         request.extensions["timeout"] = self._timeouts[delivery.destination]
+        sent = time.perf_counter()
         try:
             # the timeout extension covers each phase; this bounds the whole exchange (a
             # timeout scope, not wait_for: no task of its own for every request)
@@ -384,6 +385,7 @@ class Worker:
             outcome = Outcome("retry", f"timeout: {type(exc).__name__}")
         except (httpx.HTTPError, OSError) as exc:
             outcome = Outcome("retry", f"connection error: {type(exc).__name__}: {exc}"[:300])
+        took = time.perf_counter() - sent
         self._release_slot(delivery)
 
         status_code = response.status_code if response is not None else None
@@ -418,6 +420,7 @@ class Worker:
             status_code=status_code,
             excerpt=excerpt,
             next_at=next_at,
+            took=took,
         )
 
     async def _finish(
@@ -432,14 +435,17 @@ class Worker:
         status_code: int | None = None,
         excerpt: str | None = None,
         next_at: float | None = None,
+        took: float | None = None,
     ) -> None:
+        """``took``: for an attempt that was sent, how long the exchange took (to the answer,
+        the timeout or the connection error), which is its latency; else the time spent."""
         now = self.clock()
         secrets = self.pipeline.config.secrets()
         error = mask(error, secrets) if error else None
         attempt = Attempt(
             delivery_id=delivery.id,
             started_at=started,
-            latency_ms=round((now - started) * 1000, 3),
+            latency_ms=round((now - started if took is None else took) * 1000, 3),
             outcome=outcome,
             status_code=status_code,
             error=error,
@@ -448,8 +454,8 @@ class Worker:
         finish = Finish(delivery.id, self.worker_id, status, next_at or now, attempt, error)
         recorded = await self.store.finish(finish, now)
         metrics.DELIVERIES.labels(delivery.destination, outcome).inc()
-        if outcome in ("delivered", "retry", "dead", "not_recorded") and status_code is not None:
-            metrics.ATTEMPT_LATENCY.labels(delivery.destination).observe(now - started)
+        if took is not None:
+            metrics.ATTEMPT_LATENCY.labels(delivery.destination).observe(took)
         level = "info" if status in (Status.DELIVERED, Status.DRY_RUN) else "warning"
         getattr(bound, level)(
             "delivery " + str(status),

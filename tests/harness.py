@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from bridge.store import Ingest, SQLiteStore
 from bridge.worker import Worker
 from tests.conftest import fixture_bytes, table_yaml
 
-Handler = Callable[[httpx.Request], httpx.Response]
+# a destination's stand-in: its answer, at once or awaited (an async handler can take its time)
+Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 
 
 class Clock:
@@ -52,10 +54,11 @@ class Harness:
         self.clock = Clock()
         self.sent: list[httpx.Request] = []
 
-        def record(request: httpx.Request) -> httpx.Response:
+        async def record(request: httpx.Request) -> httpx.Response:
             self.sent.append(request)
             assert handler is not None
-            return handler(request)
+            answer = handler(request)
+            return await answer if inspect.isawaitable(answer) else answer
 
         self.worker = Worker(
             self.pipeline, self.store, clock=self.clock, transport=httpx.MockTransport(record)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from bridge import __version__ as version
 from bridge import worker
@@ -299,3 +300,50 @@ def test_the_worker_defers_its_rounds_while_busy_then_delivers(tmp_path: Path) -
             await task
 
     run(tmp_path, ok, scenario)
+
+
+def test_attempt_latency_is_the_exchange_with_timeouts_and_connection_errors(
+    tmp_path: Path,
+) -> None:
+    """``bridge_attempt_latency_seconds`` and an attempt's ``latency_ms`` time the exchange
+    with the destination: an attempt that timed out or could not connect counts too (a
+    destination that hangs is what the histogram is for); a slow answer is timed as slow."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/track/sale"):
+            raise httpx.ReadTimeout("no answer", request=request)
+        if path.endswith("/api/send"):
+            raise httpx.ConnectError("refused", request=request)
+        if path.endswith("/ecommerce/track"):
+            await asyncio.sleep(0.2)
+        return ok(request)
+
+    def observed(destination: str) -> tuple[float, float]:
+        labels = {"destination": destination}
+        count = REGISTRY.get_sample_value("bridge_attempt_latency_seconds_count", labels)
+        total = REGISTRY.get_sample_value("bridge_attempt_latency_seconds_sum", labels)
+        return count or 0.0, total or 0.0
+
+    names = ("dub", "umami", "shop", "voucherify")
+
+    async def scenario(h: Harness) -> None:
+        before = {name: observed(name) for name in names}
+        await h.ingest("invoice.paid.json")
+        await h.worker.drain()
+        assert await h.statuses() == {
+            "dub": "pending",
+            "umami": "pending",
+            "shop": "delivered",
+            "voucherify": "delivered",
+        }
+        counted = {name: observed(name)[0] - before[name][0] for name in names}
+        assert counted == {name: 1 for name in names}
+        assert observed("shop")[1] - before["shop"][1] >= 0.2
+        shop = next(d for d in await h.store.deliveries() if d.destination == "shop")
+        found = await h.store.get(shop.id)
+        assert found is not None
+        [tried] = found[1]
+        assert tried.latency_ms >= 200  # the clock of this test stands still: this is the exchange
+
+    run(tmp_path, handler, scenario)
