@@ -155,8 +155,9 @@ async def _fixed_rate(
     begin = time.time()
     for n in range(count):
         at = begin + n / rate
-        delay = at - time.time()
-        if delay > 0:
+        # never before it is due: uvloop's timers round to whole milliseconds and may wake
+        # early, and an early request would be timed from a moment it had not reached yet
+        while (delay := at - time.time()) > 0:
             await asyncio.sleep(delay)
         due[n] = at
         queue.put_nowait(n)

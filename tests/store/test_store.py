@@ -364,7 +364,7 @@ def test_finish_by_the_holder_records_the_attempt_and_the_new_state(
 def test_finish_without_an_attempt_counts_none(store: Store, runner: asyncio.Runner) -> None:
     async def body() -> None:
         await store.ingest(ingest_of("evt_1"), NOW)
-        [d] = await store.claim("dub", 1, NOW, LEASE, "w1")
+        d = await claim_one(store, "dub", NOW)
         assert await store.finish(Finish(d.id, "w1", Status.PENDING, NOW, None), NOW + 1)
         got = await store.get(d.id)
         assert got is not None
