@@ -43,7 +43,7 @@ class GroupCommit(Generic[T]):
     ) -> None:
         self._many = many  # the batch's items -> each one's result, in order
         self._one = one  # one item, in a transaction of its own
-        self._observe = observe  # told each batch's size
+        self._observe = observe  # told how many items each successful commit held
         self._pending: list[tuple[T, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -62,8 +62,6 @@ class GroupCommit(Generic[T]):
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
-            if self._observe is not None:
-                self._observe(len(batch))
             try:
                 await self._write(batch)
             except BaseException as exc:  # cancelled: no caller is left waiting for ever
@@ -83,8 +81,16 @@ class GroupCommit(Generic[T]):
                 return
             for item, future in batch:
                 try:
-                    resolve([future], [await self._one(item)])
+                    value = await self._one(item)
                 except Exception as one:
                     fail([future], one)
+                else:
+                    self._committed(1)
+                    resolve([future], [value])
             return
+        self._committed(len(batch))
         resolve(futures, values)
+
+    def _committed(self, items: int) -> None:
+        if self._observe is not None:
+            self._observe(items)

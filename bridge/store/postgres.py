@@ -175,8 +175,9 @@ class PostgresStore:
 
     async def ingest(self, item: Ingest, now: float) -> bool:
         if item.looks_up:
+            stored = await self._ingest_one((item, now))
             metrics.INGEST_BATCH.observe(1)  # a commit of its own
-            return await self._ingest_one((item, now))
+            return stored
         return await self._ingests((item, now))
 
     async def _write_events(self, batch: list[tuple[Ingest, float]]) -> list[bool]:

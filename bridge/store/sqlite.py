@@ -221,11 +221,6 @@ class SQLiteStore:
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
-            # the webhooks whose events share this commit (the worker's and the admin's
-            # operations share it too, but they are not what the histogram is about)
-            events = sum(isinstance(op, (_NewEvent, _LinkedEvent)) for op, _future in batch)
-            if events:
-                metrics.INGEST_BATCH.observe(events)
             await self._run_batch(batch)
 
     async def _run_batch(self, batch: list[_Op]) -> None:
@@ -250,6 +245,11 @@ class SQLiteStore:
             failure = StoreUnavailable(f"SQLite: {exc}") if isinstance(exc, sqlite3.Error) else exc
             fail((future for _fn, future in batch), failure)
             return
+        # the webhooks whose events this commit held (the worker's and the admin's operations
+        # share it too, but they are not what the histogram is about)
+        events = sum(isinstance(op, (_NewEvent, _LinkedEvent)) for op, _future in batch)
+        if events:
+            metrics.INGEST_BATCH.observe(events)
         resolve((future for _fn, future in batch), values)
 
     def _apply(self, conn: sqlite3.Connection, batch: list[_Op]) -> list[Any]:

@@ -106,3 +106,20 @@ def test_no_caller_waits_for_ever_when_the_writer_is_cancelled() -> None:
         await group.flushed()
 
     asyncio.run(body())
+
+
+def test_only_commits_that_succeeded_are_observed() -> None:
+    """The batch-size observer hears of commits that held their items: a lost database's batch
+    is none; a batch that failed for one bad item is none, its good items' own commits are."""
+
+    async def body() -> None:
+        backend = Backend()
+        sizes: list[int] = []
+        group = GroupCommit(backend.many, backend.one, sizes.append)
+        await asyncio.gather(*(group(i) for i in (2, -1, 3)), return_exceptions=True)
+        assert sizes == [1, 1]  # 2 and 3, each alone; -1 failed
+        backend.down = True
+        await asyncio.gather(*(group(i) for i in range(4)), return_exceptions=True)
+        assert sizes == [1, 1]
+
+    asyncio.run(body())
