@@ -239,12 +239,13 @@ def create_app(
         try:
             queue = await the_store.queue()
         except StoreUnavailable:
-            queue = {}
-        metrics.set_queue(
-            {name: (q.depth, q.oldest) for name, q in queue.items()},
-            {name: q.dead for name, q in queue.items()},
-            list(config.destinations),
-        )
+            pass  # the gauges keep what the store last said (zeros would clear every alert)
+        else:
+            metrics.set_queue(
+                {name: (q.depth, q.oldest) for name, q in queue.items()},
+                {name: q.dead for name, q in queue.items()},
+                list(config.destinations),
+            )
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     async def healthz(request: Request) -> Response:

@@ -11,6 +11,8 @@ from starlette.testclient import TestClient
 from bridge import config as config_module
 from bridge import metrics
 from bridge.app import create_app
+from bridge.store import SQLiteStore, StoreUnavailable
+from bridge.store.base import QueueStats
 from tests.conftest import fixture_bytes, stripe_headers, table_yaml
 
 
@@ -76,3 +78,28 @@ def test_the_readme_lists_every_metric_the_bridge_exports() -> None:
         if family.name.startswith("bridge_") and not family.name.endswith("_created")
     }
     assert documented == exported
+
+
+def test_the_queue_gauges_keep_their_values_while_the_store_does_not_answer(
+    tmp_path: Path,
+) -> None:
+    """A scrape while the database is down must not report an empty queue and no dead
+    letters: that would clear exactly the alerts that matter then."""
+    path = tmp_path / "bridge.yaml"
+    path.write_text(table_yaml("http://127.0.0.1:9", tmp_path / "bridge.db"))
+    loaded = config_module.load(path)
+    store = SQLiteStore(loaded.database_url)
+    with TestClient(create_app(loaded, store=store, run_worker=False)) as client:
+        body = fixture_bytes("invoice.paid.json")
+        assert client.post(
+            "/webhooks/stripe", content=body, headers=stripe_headers(body)
+        ).is_success
+        assert value(samples(client), "bridge_queue_depth", destination="dub") == 1
+
+        async def down() -> dict[str, QueueStats]:
+            raise StoreUnavailable("SQLite: disk I/O error")
+
+        store.queue = down  # type: ignore[method-assign]
+        after = samples(client)
+        for destination in ("dub", "umami", "shop", "voucherify"):
+            assert value(after, "bridge_queue_depth", destination=destination) == 1
