@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import structlog
@@ -120,14 +121,22 @@ class Pipeline:
         return candidates[0] if candidates else None
 
     def request(
-        self, txn: Transaction, event: ProviderEvent, destination: str, purchase: Purchase | None
+        self,
+        txn: Transaction,
+        event: ProviderEvent,
+        destination: str,
+        purchase: Purchase | None,
+        logger: Any = None,
     ) -> httpx.Request:
-        """The destination's request; destinations.Skipped when it gets none."""
-        link_refund(txn, purchase, event)
+        """The destination's request; destinations.Skipped when it gets none. ``logger``: the
+        delivery's bound logger, so that a line about it names the delivery."""
+        link_refund(txn, purchase, event, logger)
         return self.destinations[destination].request(txn, event)
 
 
-def link_refund(txn: Transaction, purchase: Purchase | None, event: ProviderEvent) -> None:
+def link_refund(
+    txn: Transaction, purchase: Purchase | None, event: ProviderEvent, logger: Any = None
+) -> None:
     """A refund names its purchase: remembered sale, else the payload's own id, else the charge."""
     if txn.kind != "refund":
         return
@@ -141,10 +150,8 @@ def link_refund(txn: Transaction, purchase: Purchase | None, event: ProviderEven
         )
     if not txn.id and txn.refs:
         txn.id = txn.refs[0]
-        log.warning(
+        (logger or log.bind(source=event.source, event_id=event.id)).warning(
             "refund of an unseen purchase: using the payment reference as its transaction id",
-            source=event.source,
-            event_id=event.id,
             transaction_id=txn.id,
         )
 

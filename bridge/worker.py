@@ -349,7 +349,7 @@ class Worker:
                     )
             if txn.kind == "refund":
                 purchase = await self.store.purchase(delivery.source, purchase_refs(txn))
-            request = self.pipeline.request(txn, event, delivery.destination, purchase)
+            request = self.pipeline.request(txn, event, delivery.destination, purchase, bound)
         except mapping.MappingError as exc:
             await self._finish(delivery, Status.DEAD, started, "mapping_error", str(exc), bound)
             return
@@ -374,19 +374,24 @@ class Worker:
         response: httpx.Response | None = None
         timeout = destination_cfg.timeout
         request.extensions["timeout"] = self._timeouts[delivery.destination]
+        failed: Outcome | None = None
         sent = time.perf_counter()
         try:
             # the timeout extension covers each phase; this bounds the whole exchange (a
             # timeout scope, not wait_for: no task of its own for every request)
             async with asyncio.timeout(timeout + 1):
                 response = await _exchange(transport, request)
-            outcome = destination.classify(response, self.clock())
         except (httpx.TimeoutException, TimeoutError) as exc:
-            outcome = Outcome("retry", f"timeout: {type(exc).__name__}")
+            failed = Outcome("retry", f"timeout: {type(exc).__name__}")
         except (httpx.HTTPError, OSError) as exc:
-            outcome = Outcome("retry", f"connection error: {type(exc).__name__}: {exc}"[:300])
-        took = time.perf_counter() - sent
+            failed = Outcome("retry", f"connection error: {type(exc).__name__}: {exc}"[:300])
+        took = time.perf_counter() - sent  # the exchange alone, not the reading of its answer
         self._release_slot(delivery)
+        if failed is not None:
+            outcome = failed
+        else:
+            assert response is not None
+            outcome = destination.classify(response, self.clock())
 
         status_code = response.status_code if response is not None else None
         excerpt = answer_text(response) if response is not None else None
@@ -414,7 +419,8 @@ class Worker:
             delivery,
             status,
             started,
-            outcome.verdict,
+            # the attempt that gave up is the delivery's death, whatever its answer's class
+            "dead" if status is Status.DEAD else outcome.verdict,
             error,
             bound,
             status_code=status_code,

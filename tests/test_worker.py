@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog.testing
 from prometheus_client import REGISTRY
 
 from bridge import __version__ as version
@@ -347,3 +348,53 @@ def test_attempt_latency_is_the_exchange_with_timeouts_and_connection_errors(
         assert tried.latency_ms >= 200  # the clock of this test stands still: this is the exchange
 
     run(tmp_path, handler, scenario)
+
+
+def test_a_delivery_that_runs_out_of_retries_is_counted_dead(tmp_path: Path) -> None:
+    """Its last attempt's outcome, and ``bridge_deliveries_total``'s label, is ``dead``: an
+    alert on dead deliveries sees the ones that gave up, not only the ones refused."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/ecommerce/track"):
+            return httpx.Response(503, json={"error": "down"})
+        return ok(request)
+
+    def dead(destination: str) -> float:
+        labels = {"destination": destination, "outcome": "dead"}
+        return REGISTRY.get_sample_value("bridge_deliveries_total", labels) or 0.0
+
+    async def scenario(h: Harness) -> None:
+        before = dead("shop")
+        await h.ingest("invoice.paid.json")
+        for _ in range(10):  # the test table gives up after 5 attempts
+            await h.worker.drain()
+            h.clock.now += 1
+        shop = next(d for d in await h.store.deliveries() if d.destination == "shop")
+        assert shop.status is Status.DEAD and shop.attempts == 5
+        got = await h.store.get(shop.id)
+        assert got is not None
+        assert [a.outcome for a in got[1]] == ["retry"] * 4 + ["dead"]
+        assert dead("shop") - before == 1
+
+    run(tmp_path, handler, scenario)
+
+
+def test_the_line_about_a_refund_of_an_unseen_purchase_names_its_delivery(
+    tmp_path: Path,
+) -> None:
+    """Written once for each destination, it carries the delivery's ids like every other line
+    about a delivery (before, only the event's: four identical lines)."""
+
+    async def scenario(h: Harness) -> None:
+        await h.ingest("charge.refunded.json")
+        with structlog.testing.capture_logs() as logs:
+            await h.worker.drain()
+        lines = [line for line in logs if line["event"].startswith("refund of an unseen purchase")]
+        assert lines
+        named = {line["destination"] for line in lines}
+        assert len(named) == len(lines)  # one a destination, each saying which
+        for line in lines:
+            assert line["source"] == "stripe" and line["event_id"]
+            assert isinstance(line["delivery_id"], int) and line["attempt"] == 1
+
+    run(tmp_path, ok, scenario)
