@@ -109,6 +109,10 @@ def _answer(code: int, /, **body: Any) -> JSONResponse:
     return JSONResponse(body, status_code=code)
 
 
+# how long /readyz waits for the store: a probe gets its answer (503, and why) rather than its
+# own timeout, even while another process holds SQLite's write lock (busy_timeout is 5 s)
+READY_WITHIN = 2.0
+
 # webhooks being received at once that make the worker yield to them (a burst: at a steady
 # load the requests come and go one or two at a time, and the worker keeps delivering)
 BURST = 8
@@ -258,9 +262,12 @@ def create_app(
         if run_worker and (task is None or task.done()):
             return _answer(503, status="worker not running")
         try:
-            await the_store.ping()
+            async with asyncio.timeout(READY_WITHIN):
+                await the_store.ping()
         except StoreUnavailable:
             return _answer(503, status="storage unavailable")
+        except TimeoutError:  # a write lock held elsewhere, a database that does not answer
+            return _answer(503, status=f"storage did not answer within {READY_WITHIN:g} s")
         return _answer(200, status="ready")
 
     @contextlib.asynccontextmanager

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+import bridge.app
 from bridge import config as config_module
 from bridge.app import create_app
 from tests.conftest import OLD_SECRET, SECRET, fixture_bytes, stripe_headers, table_yaml
@@ -236,3 +237,22 @@ def test_a_mapping_error_is_acknowledged_and_stored(client: TestClient, db: Path
 def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_readiness_answers_in_time_while_another_process_holds_the_write_lock(
+    client: TestClient, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bridge.app, "READY_WITHIN", 0.3)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # as `sqlite3 bridge.db` or a second bridge could
+    try:
+        started = time.monotonic()
+        response = client.get("/readyz")
+        waited = time.monotonic() - started
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert response.status_code == 503
+    assert response.json() == {"status": "storage did not answer within 0.3 s"}
+    assert waited < 3  # the store's busy_timeout (5 s) would have held it longer
+    assert client.get("/readyz").json() == {"status": "ready"}  # once the lock is gone
