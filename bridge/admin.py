@@ -20,14 +20,26 @@ from bridge.config import Config
 from bridge.store.base import Store, StoreUnavailable
 
 MAX_LIMIT = 1000
+MAX_ID = 2**63 - 1  # the largest id either store holds (SQLite's INTEGER, PostgreSQL's bigint)
 
 
 def _error(code: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=code)
 
 
-def _since(value: str | None) -> float | None:
-    return None if value is None else views.timestamp(value)
+def _since(value: object) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("since must be an ISO 8601 date or time")
+    return views.timestamp(value)
+
+
+def _id(value: object) -> int:
+    """A delivery id as the stores hold them; ValueError for anything else (True included)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise ValueError(f"a delivery id is an integer from 1 to {MAX_ID}")
+    return value
 
 
 def routes(config: Config, store: Store) -> list[Route]:
@@ -90,30 +102,33 @@ def routes(config: Config, store: Store) -> list[Route]:
         return JSONResponse([views.delivery(d, secrets) for d in rows])
 
     async def show_delivery(request: Request) -> Response:
-        found = await store.get(int(request.path_params["id"]))
+        found = await store.get(_id(request.path_params["id"]))
         if found is None:
             return _error(404, "no such delivery")
         return JSONResponse(views.delivery_detail(found[0], found[1], secrets))
 
     async def redrive_one(request: Request) -> Response:
-        done = await store.redrive([int(request.path_params["id"])], time.time())
+        done = await store.redrive([_id(request.path_params["id"])], time.time())
         return JSONResponse({"redriven": done})
 
     async def redrive_many(request: Request) -> Response:
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
             raise ValueError("the body must be JSON") from None
         if not isinstance(body, dict):
             raise ValueError("the body must be an object")
         ids = body.get("ids") or []
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        if not isinstance(ids, list):
             raise ValueError("ids must be a list of integers")
-        wanted = list(ids)
+        wanted = [_id(i) for i in ids]
+        destination = body.get("destination")
+        if destination is not None and not isinstance(destination, str):
+            raise ValueError("destination must be a destination's name")
         if body.get("dead"):
             rows = await store.deliveries(
                 status="dead",
-                destination=body.get("destination"),
+                destination=destination,
                 since=_since(body.get("since")),
                 limit=1_000_000,
             )

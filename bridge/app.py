@@ -93,7 +93,7 @@ def checked(event: ProviderEvent) -> ProviderEvent:
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refused while reading as soon as it passes ``limit``."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0

@@ -572,10 +572,22 @@ def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
     for destination in destinations.values():
         secrets.extend(destination.secrets())
     database_url = resolve_database_url(top.storage.url, file)
-    password = urllib.parse.urlsplit(database_url).password
-    if password:
-        secrets.append(urllib.parse.unquote(password))
-        secrets.append(password)
+    # the password as libpq takes it: in the authority (user:password@) or as a parameter
+    # (?password=...), each as written and decoded
+    parts = urllib.parse.urlsplit(database_url)
+    passwords = [parts.password or ""]
+    passwords += [
+        value
+        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        if key == "password"
+    ]
+    passwords += [
+        raw.partition("=")[2] for raw in parts.query.split("&") if raw.startswith("password=")
+    ]
+    for password in passwords:
+        if password:
+            secrets.append(urllib.parse.unquote(password))
+            secrets.append(password)
     admin = top.admin
     if admin.token is None and os.environ.get("BRIDGE_ADMIN_TOKEN"):
         admin = AdminConfig(token=SecretStr(os.environ["BRIDGE_ADMIN_TOKEN"]))

@@ -180,6 +180,9 @@ def compile_expression(text: str) -> Expression:
 
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # what no store (or JSON encoder) can hold
+# the longest transaction id or payment reference kept: ids and references are indexed, and
+# PostgreSQL refuses an index row over about 2.7 KB (500 characters are at most 2,000 bytes)
+MAX_REF = 500
 
 
 def truthy(value: Any) -> bool:
@@ -490,11 +493,14 @@ def _transaction(
     if not isinstance(metadata, dict):
         raise fail("metadata", "expected an object")
 
+    txn_id = text("id")
+    if txn_id is not None and len(txn_id) > MAX_REF:
+        raise fail("id", f"longer than {MAX_REF} characters")
     return Transaction(
         kind="refund" if rule.kind == "refund" else "sale",
         processor=processor,
         event_id=event.id,
-        id=text("id"),
+        id=txn_id,
         amount=amount,
         currency=currency,
         convention=convention,
@@ -516,7 +522,9 @@ def _transaction(
         referral_code=text("referral_code"),
         refs=list(
             dict.fromkeys(
-                ref for ref in refs if isinstance(ref, str) and ref and not _UNSTORABLE.search(ref)
+                ref
+                for ref in refs
+                if isinstance(ref, str) and 0 < len(ref) <= MAX_REF and not _UNSTORABLE.search(ref)
             )
         ),
         metadata=metadata,

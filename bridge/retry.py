@@ -64,7 +64,8 @@ class RetryPolicy:
     def wait(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds before attempt ``attempt + 1``: ``initial * 2**(attempt-1)``, capped, with
         equal jitter (between half and all of it) so that a burst of failures spreads out."""
-        base = min(self.max_interval, self.initial * 2.0 ** max(0, attempt - 1))
+        # the exponent capped: 2.0 ** 1024 overflows, and 2 ** 62 is past any max_interval
+        base = min(self.max_interval, self.initial * 2.0 ** min(max(0, attempt - 1), 62))
         return float(base / 2 + base / 2 * rand())
 
     def next_wait(

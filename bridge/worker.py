@@ -128,6 +128,7 @@ class Worker:
         )
         self._sending: set[int] = set()  # delivery ids this process is sending right now
         self._holding: set[int] = set()  # ... of which these still hold a concurrency slot
+        self._claiming: list[set[int]] = []  # each claim on its way: what finished meanwhile
         for name, cfg in pipeline.config.destinations.items():
             self._inflight[name] = 0
             self._limits[name] = RateLimit(cfg.rate_limit)
@@ -183,13 +184,21 @@ class Worker:
                 wanted.append((name, min(free, self.settings.batch)))
         if self._stopping or not wanted:
             return 0
-        results = await asyncio.gather(
-            *(
-                self.store.claim(name, limit, now, self.settings.lease, self.worker_id)
-                for name, limit in wanted
-            ),
-            return_exceptions=True,
-        )
+        # the deliveries this process finishes while its claims are on their way: a claim may
+        # have taken one back (its lease ran out while it was being sent) just before its
+        # finish was written, and it must not be sent again
+        finished: set[int] = set()
+        self._claiming.append(finished)
+        try:
+            results = await asyncio.gather(
+                *(
+                    self.store.claim(name, limit, now, self.settings.lease, self.worker_id)
+                    for name, limit in wanted
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            self._claiming.remove(finished)
         started = 0
         failure: BaseException | None = None
         for (name, _limit), claimed in zip(wanted, results, strict=True):
@@ -197,8 +206,8 @@ class Worker:
                 failure = failure or claimed
                 continue
             for delivery in claimed:
-                if delivery.id in self._sending:  # its lease ran out while this process sends it
-                    continue
+                if delivery.id in self._sending or delivery.id in finished:
+                    continue  # its lease ran out while this process was sending it
                 self._sending.add(delivery.id)
                 self._holding.add(delivery.id)
                 self._limits[name].take(now)
@@ -307,20 +316,31 @@ class Worker:
                 "could not record the attempt; the lease will make it due again", error=str(exc)
             )
         except Exception:  # a bug must not leave the delivery claimed for ever: retry it later
-            bound.exception("delivery failed unexpectedly; it will be retried")
+            bound.exception("delivery failed unexpectedly")
             with contextlib.suppress(Exception):
-                await self._finish(
-                    delivery,
-                    Status.PENDING,
-                    self.clock(),
-                    "retry",
-                    "internal error (see the bridge's log)",
-                    bound,
-                    next_at=self.clock() + self.settings.poll_interval * 10,
-                )
+                await self._failed_unexpectedly(delivery, bound)
         finally:
             self._release_slot(delivery)
             self._sending.discard(delivery.id)
+            for finished in self._claiming:
+                finished.add(delivery.id)
+
+    async def _failed_unexpectedly(self, delivery: Delivery, bound: Any) -> None:
+        """Retried as the destination's policy says, never sooner than ten polls, and dead once
+        the policy gives up: an error that comes back every time (after the request was sent,
+        perhaps) must not send the same delivery again and again for ever."""
+        now = self.clock()
+        policy = self._policies.get(delivery.destination) or RetryPolicy()
+        wait = policy.next_wait(delivery.attempts + 1, now - delivery.window_at, None)
+        error = "internal error (see the bridge's log)"
+        if wait is None:
+            status, outcome = Status.DEAD, "dead"
+            error = f"gave up after {delivery.attempts + 1} attempts: {error}"
+            next_at = now
+        else:
+            status, outcome = Status.PENDING, "retry"
+            next_at = now + max(wait, self.settings.poll_interval * 10)
+        await self._finish(delivery, status, now, outcome, error, bound, next_at=next_at)
 
     async def _attempt(self, delivery: Delivery, bound: Any) -> None:
         config = self.pipeline.config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +117,35 @@ def test_webhooks_are_refused_with_503_while_stopping(client: TestClient) -> Non
     response = client.post("/webhooks/stripe", content=body, headers=stripe_headers(body))
     assert response.status_code == 503
     assert client.get("/readyz").status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/admin/deliveries/99999999999999999999999", None),
+        ("POST", "/admin/deliveries/99999999999999999999999/redrive", None),
+        ("POST", "/admin/redrive", {"ids": [10**30]}),
+        ("POST", "/admin/redrive", {"ids": [True]}),
+        ("POST", "/admin/redrive", {"ids": [0]}),
+        ("POST", "/admin/redrive", {"dead": True, "since": 5}),
+        ("POST", "/admin/redrive", {"dead": True, "destination": [1]}),
+        ("POST", "/admin/redrive", "[" * 100_000),
+    ],
+    ids=[
+        "huge id",
+        "huge id redriven",
+        "huge id in a list",
+        "true as an id",
+        "zero as an id",
+        "since a number",
+        "destination a list",
+        "nested too deep",
+    ],
+)
+def test_bad_admin_requests_are_400_never_500(
+    client: TestClient, method: str, path: str, body: object
+) -> None:
+    content = body if isinstance(body, str) else None if body is None else json.dumps(body)
+    response = client.request(method, path, content=content, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert "error" in response.json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -256,3 +257,26 @@ def test_readiness_answers_in_time_while_another_process_holds_the_write_lock(
     assert response.json() == {"status": "storage did not answer within 0.3 s"}
     assert waited < 3  # the store's busy_timeout (5 s) would have held it longer
     assert client.get("/readyz").json() == {"status": "ready"}  # once the lock is gone
+
+
+def test_a_content_length_of_non_ascii_digits_is_read_as_undeclared() -> None:
+    # headers are latin-1: the byte B2 is "²", whose isdigit() is true and int() raises; such
+    # a length is not a declared one, and the body is read and measured instead
+    from starlette.requests import Request
+
+    from bridge.app import BodyTooLarge, read_body
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    def request(length: bytes) -> Request:
+        headers = [(b"content-length", length)]
+        return Request({"type": "http", "method": "POST", "headers": headers}, receive)
+
+    async def main() -> None:
+        assert await read_body(request(b"\xb2"), 10) == b"{}"
+        assert await read_body(request(b"\xb9\xb2"), 10) == b"{}"  # "¹²"
+        with pytest.raises(BodyTooLarge):
+            await read_body(request(b"11"), 10)
+
+    asyncio.run(main())

@@ -309,3 +309,26 @@ def test_replay_signs_and_posts_every_file_then_deliveries_and_redrive(tmp_path:
             ) == 2
         finally:
             assert bridge.stop() == 0
+
+
+def test_check_masks_the_database_password_wherever_the_url_holds_it(tmp_path: Path) -> None:
+    # libpq takes the password in the authority and as a parameter (?password=...)
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        "sources:\n"
+        "  stripe: {kind: stripe, signing_secrets: [whsec_x]}\n"
+        "destinations:\n"
+        "  dub: {kind: dub, api_key: k}\n"
+        "routes:\n"
+        "  - {from: stripe/invoice.paid, to: dub}\n"
+        "storage:\n"
+        "  url: postgresql://bridge:pw_in_authority@db.internal/bridge"
+        "?password=pw%2Fin%2Fquery&sslmode=require\n"
+    )
+    result = runner.invoke(app, ["check", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "storage: postgresql://bridge:***@db.internal/bridge?password=***&sslmode" in (
+        result.stdout
+    )
+    for secret in ("pw_in_authority", "pw%2Fin%2Fquery", "pw/in/query"):
+        assert secret not in result.output

@@ -123,3 +123,26 @@ def test_zero_is_true_in_jmespath() -> None:
     assert mapping.truthy(0)
     assert not mapping.truthy(False)
     assert not mapping.truthy({})
+
+
+def test_a_transaction_id_longer_than_a_store_indexes_is_a_mapping_error() -> None:
+    from tests.sources.support import fixture, make, transaction
+
+    stripe = make("stripe", ("whsec_x",))
+    payload = fixture("stripe", "invoice.paid.json")
+    payload["data"]["object"]["id"] = "in_" + "x" * mapping.MAX_REF
+    with pytest.raises(mapping.MappingError, match=r"field id \(.*\): longer than 500"):
+        transaction(stripe, payload)
+
+
+def test_payment_references_longer_than_a_store_indexes_are_not_kept() -> None:
+    from tests.sources.support import fixture, make, transaction
+
+    stripe = make("stripe", ("whsec_x",))
+    payload = fixture("stripe", "invoice.paid.json")
+    longest = "pi_" + "y" * (mapping.MAX_REF - 3)
+    payload["data"]["object"]["payment_intent"] = longest
+    payload["data"]["object"]["charge"] = longest + "z"
+    refs = transaction(stripe, payload).refs
+    assert longest in refs
+    assert longest + "z" not in refs

@@ -96,3 +96,11 @@ def test_server_wait_reads_each_vendor_header() -> None:
 def test_any_header_value_parses_or_is_ignored(value: str) -> None:
     result = parse_retry_after(value, NOW)
     assert result is None or result >= 0.0
+
+
+def test_a_large_max_attempts_never_overflows_the_backoff() -> None:
+    # 2.0 ** 1024 overflows a float: a table allowing that many attempts must still wait
+    policy = RetryPolicy(initial=1, max_interval=60, max_attempts=100_000, max_age=10**9)
+    for attempt in (1024, 1025, 5_000, 99_999):
+        wait = policy.next_wait(attempt, 0.0, rand=lambda: 1.0)
+        assert wait == 60

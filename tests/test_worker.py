@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ from prometheus_client import REGISTRY
 
 from bridge import __version__ as version
 from bridge import worker
+from bridge.destinations.base import Outcome
 from bridge.model import Status
 from tests.conftest import table_yaml
 from tests.harness import Harness, ok, run
@@ -398,3 +401,105 @@ def test_the_line_about_a_refund_of_an_unseen_purchase_names_its_delivery(
             assert isinstance(line["delivery_id"], int) and line["attempt"] == 1
 
     run(tmp_path, ok, scenario)
+
+
+def test_an_unexpected_error_after_the_send_is_retried_by_the_policy_then_dead(
+    tmp_path: Path,
+) -> None:
+    """Whatever fails after a request was sent, the delivery is not sent again and again for
+    ever: the destination's policy (5 attempts in the test table) gives up on it."""
+
+    async def scenario(h: Harness) -> None:
+        def broken(response: httpx.Response, now: float) -> Outcome:
+            raise RuntimeError("a bug reading the answer")
+
+        h.pipeline.destinations["shop"].classify = broken  # type: ignore[method-assign]
+        await h.ingest("invoice.paid.json")
+        for _ in range(20):
+            await h.worker.drain()
+            h.clock.now += 60
+        assert len(h.to("/ecommerce/track")) == 5
+        shop = next(d for d in await h.store.deliveries() if d.destination == "shop")
+        assert shop.status is Status.DEAD
+        assert shop.last_error == "gave up after 5 attempts: internal error (see the bridge's log)"
+
+    run(tmp_path, ok, scenario)
+
+
+def test_an_answer_nested_too_deep_to_parse_is_not_sent_again(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/api/send"):
+            return httpx.Response(200, content=b"[" * 70_000)
+        return ok(request)
+
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json")
+        for _ in range(10):
+            await h.worker.drain()
+            h.clock.now += 60
+        assert len(h.to("/api/send")) == 1
+        umami = next(d for d in await h.store.deliveries() if d.destination == "umami")
+        assert umami.status.terminal, umami
+
+    run(tmp_path, handler, scenario)
+
+
+def test_a_payload_value_no_store_can_hold_makes_a_dead_delivery_saying_why(
+    tmp_path: Path,
+) -> None:
+    """A lone surrogate in the payload reaches the mapping error's text: recorded with U+FFFD,
+    the deliveries dead at once (not retried as an internal error)."""
+
+    def mutate(event: dict[str, Any]) -> None:
+        event["data"]["object"]["total_discount_amounts"] = [{"amount": "\ud800"}]
+
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json", mutate)
+        await h.worker.drain()
+        assert h.sent == []
+        for delivery in await h.store.deliveries():
+            assert delivery.status is Status.DEAD, delivery
+            assert delivery.attempts == 1
+            assert "discount" in (delivery.last_error or "")
+
+    run(tmp_path, ok, scenario)
+
+
+def test_a_delivery_taken_back_by_its_own_claim_as_it_finishes_is_not_sent_again(
+    tmp_path: Path,
+) -> None:
+    """The send outlives its lease; the worker's next claim takes the delivery back just before
+    the send's finish is written (one SQLite commit holds both, the claim first)."""
+    gate = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/ecommerce/track"):
+            await gate.wait()
+        return ok(request)
+
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json")
+        await h.worker.tick()  # the shop's send waits at the gate
+        while len(h.to("/ecommerce/track")) < 1:
+            await asyncio.sleep(0.01)
+        h.clock.now += h.worker.settings.lease + 1
+        other = sqlite3.connect(h.store.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock a moment
+        try:
+            ping = asyncio.create_task(h.store.ping())  # a batch waits for the lock
+            await asyncio.sleep(0.05)
+            claim = asyncio.create_task(h.worker.tick())  # its claim queues behind
+            await asyncio.sleep(0.05)
+            gate.set()  # the send ends: its finish queues after the claim
+            await asyncio.sleep(0.05)
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        await ping
+        await claim
+        await h.worker.drain()
+        assert len(h.to("/ecommerce/track")) == 1
+        shop = next(d for d in await h.store.deliveries() if d.destination == "shop")
+        assert (shop.status, shop.attempts) == (Status.DELIVERED, 1)
+
+    run(tmp_path, handler, scenario)

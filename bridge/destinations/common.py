@@ -101,7 +101,7 @@ def excerpt(response: httpx.Response) -> str:
     """The destination's error text, short: its ``message`` where it has one."""
     try:
         data = response.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         data = None
     if isinstance(data, dict):
         error = data.get("error", data)
@@ -129,7 +129,7 @@ def text(response: httpx.Response, limit: int = EXCERPT) -> str:
 def json_body(response: httpx.Response) -> Any:
     try:
         return response.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from bridge.store.base import Finish, Ingest
@@ -19,6 +20,16 @@ ATTEMPT_COLUMNS = (
     "error",
     "response_excerpt",
 )
+
+
+# what PostgreSQL's text cannot hold (NUL) and no UTF-8 encoder writes (lone surrogates)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str | None) -> str | None:
+    """A destination's words (its error text, an excerpt of its answer) as every store can hold
+    them: NUL and lone surrogates become U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text) if text else text
 
 
 def first_of_each(items: list[Ingest]) -> tuple[list[tuple[str, str]], dict[tuple[str, str], int]]:
@@ -81,7 +92,7 @@ def finish_row(item: Finish, now: float) -> dict[str, Any]:
         "status": str(item.status),
         "counted": 1 if item.attempt is not None else 0,
         "next_at": item.next_at,
-        "error": item.error,
+        "error": storable(item.error),
         "now": now,
     }
 
@@ -96,6 +107,6 @@ def attempt_row(item: Finish) -> dict[str, Any] | None:
         "latency_ms": a.latency_ms,
         "outcome": a.outcome,
         "status_code": a.status_code,
-        "error": a.error,
-        "response_excerpt": a.response_excerpt,
+        "error": storable(a.error),
+        "response_excerpt": storable(a.response_excerpt),
     }

@@ -43,7 +43,23 @@ from bridge.store.sql import queries
 log = structlog.get_logger("bridge.store")
 
 CHANNEL = "bridge_deliveries"
-_DOWN = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout)
+# the database itself failing (no connection, shutting down, out of resources, I/O), which
+# retrying a batch item by item cannot help; other errors are one statement's (SQLSTATE class
+# 54, program limit exceeded, is an OperationalError too, and one oversized row must not get
+# every webhook of its commit a 503)
+_DOWN_CLASSES = ("08", "53", "57", "58", "XX")
+
+
+def _down(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database failing, not one statement."""
+    if isinstance(exc, (psycopg.InterfaceError, psycopg_pool.PoolTimeout)):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith(_DOWN_CLASSES)
+
+
 _MIGRATION_LOCK = 7_400_202_611  # pg_advisory_xact_lock key: one replica migrates at a time
 
 
@@ -83,7 +99,9 @@ class PostgresStore:
         try:
             async with self._pool.connection() as conn:
                 yield cast("psycopg.AsyncConnection[dict[str, Any]]", conn)
-        except _DOWN as exc:
+        except psycopg.Error as exc:
+            if not _down(exc):
+                raise
             raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}"[:300]) from None
 
     @contextlib.asynccontextmanager
@@ -92,7 +110,9 @@ class PostgresStore:
             try:
                 async with conn.transaction():
                     yield conn
-            except _DOWN as exc:
+            except psycopg.Error as exc:
+                if not _down(exc):
+                    raise
                 raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}"[:300]) from None
 
     def subscribe(self, callback: Callable[[], None]) -> None:
@@ -102,7 +122,9 @@ class PostgresStore:
     async def open(self) -> None:
         try:
             await self._pool.open(wait=True, timeout=10)
-        except _DOWN as exc:
+        except psycopg.Error as exc:
+            if not _down(exc):
+                raise
             await self._pool.close()
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}"[:300]) from None
         try:

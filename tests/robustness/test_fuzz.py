@@ -188,7 +188,12 @@ def test_10000_generated_requests(tmp_path: Path) -> None:
 
     async def run() -> None:
         semaphore = asyncio.Semaphore(CONCURRENCY)
-        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+        # a pooled connection is dropped after 2 s idle: httpx's default (5 s) is uvicorn's own
+        # keep-alive timeout, so on a loaded machine the client could send on a connection the
+        # server was closing that instant (a ReadError that no server could avoid)
+        limits = httpx.Limits(
+            max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY, keepalive_expiry=2
+        )
         async with httpx.AsyncClient(base_url=bridge.url, timeout=30, limits=limits) as client:
 
             async def one(n: int) -> None:

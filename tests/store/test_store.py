@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -357,6 +358,53 @@ def test_finish_by_the_holder_records_the_attempt_and_the_new_state(
         assert got[1] == [failed]
 
         assert await store.get(10_000) is None
+
+    runner.run(body())
+
+
+def test_a_destination_answer_with_nul_or_a_lone_surrogate_is_recorded(
+    store: Store, runner: asyncio.Runner
+) -> None:
+    """PostgreSQL's text cannot hold NUL, and no UTF-8 encoder writes a lone surrogate: a
+    destination's words holding them are recorded with U+FFFD, never refused (a finish that
+    failed each time would leave the delivery to be sent again)."""
+
+    async def body() -> None:
+        await store.ingest(ingest_of("evt_1"), NOW)
+        d = await claim_one(store, "dub", NOW)
+        said = attempt(d.id, "rejected", 400, "HTTP 400: bad\x00id", 'accepted\x00 "\ud800"')
+        fin = Finish(d.id, "w1", Status.DEAD, NOW + 1, said, "HTTP 400: bad\x00id \udfff")
+        assert await store.finish(fin, NOW + 1)
+        got = await store.get(d.id)
+        assert got is not None
+        assert got[0].status is Status.DEAD
+        assert got[0].last_error == "HTTP 400: bad\ufffdid \ufffd"
+        assert got[1][0].error == "HTTP 400: bad\ufffdid"
+        assert got[1][0].response_excerpt == 'accepted\ufffd "\ufffd"'
+
+    runner.run(body())
+
+
+def test_a_row_the_database_refuses_fails_only_its_own_webhook(
+    store: Store, runner: asyncio.Runner
+) -> None:
+    """An order key PostgreSQL cannot index (over about 2.7 KB) is that webhook's failure, not
+    the failure of every webhook sharing its commit (SQLite stores it)."""
+
+    # hex of a hash chain: nothing PostgreSQL's compression could shrink into an index row
+    incompressible = "".join(hashlib.sha256(str(n).encode()).hexdigest() for n in range(150))
+
+    async def body() -> None:
+        results = await asyncio.gather(
+            store.ingest(ingest_of("evt_good_1"), NOW),
+            store.ingest(ingest_of("evt_huge", order_key=incompressible), NOW),
+            store.ingest(ingest_of("evt_good_2"), NOW),
+            return_exceptions=True,
+        )
+        assert results[0] is True and results[2] is True, results
+        assert results[1] is True or not isinstance(results[1], StoreUnavailable), results
+        stored = {d.event_id for d in await store.deliveries()}
+        assert {"evt_good_1", "evt_good_2"} <= stored
 
     runner.run(body())
 
