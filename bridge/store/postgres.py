@@ -353,7 +353,7 @@ class PostgresStore:
             if rows:
                 await conn.execute(self._sql["notify"], {"destinations": ""})
         done = {r["id"] for r in rows}
-        return [i for i in ids if i in done]
+        return list(dict.fromkeys(i for i in ids if i in done))  # each once, as asked
 
     async def counts(self) -> dict[str, int]:
         async with self._conn() as conn:

@@ -667,7 +667,7 @@ def test_redrive_makes_a_dead_delivery_due_now(store: Store, runner: asyncio.Run
         assert got[0].attempts == 4
 
         later = NOW + 1000
-        assert await store.redrive([dub.id], later) == [dub.id]
+        assert await store.redrive([dub.id, dub.id], later) == [dub.id]  # once, named twice
         got = await store.get(dub.id)
         assert got is not None
         assert got[0].status is Status.PENDING
