@@ -310,6 +310,9 @@ class PostgresStore:
         return bool(changed)
 
     async def release(self, worker: str | None, now: float) -> int:
+        # after the finishes already asked for (a stopping worker's last ones): one landing
+        # after the release would make a delivered delivery pending again
+        await self._finishes.flushed()
         params = {"worker": worker or "", "all_workers": worker is None, "now": now}
         async with self._conn() as conn:
             return (await conn.execute(self._sql["release"], params)).rowcount

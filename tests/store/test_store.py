@@ -409,6 +409,26 @@ def test_a_row_the_database_refuses_fails_only_its_own_webhook(
     runner.run(body())
 
 
+def test_a_release_comes_after_the_finishes_already_asked_for(
+    store: Store, runner: asyncio.Runner
+) -> None:
+    """A worker stopping releases its claims; a finish it asked for just before (its task
+    cancelled at the end of the grace period, say) must not land after that release, which
+    would make a delivered delivery pending again, to be sent again."""
+
+    async def body() -> None:
+        await store.ingest(ingest_of("evt_1"), NOW)
+        d = await claim_one(store, "dub", NOW)
+        done = Finish(d.id, "w1", Status.DELIVERED, NOW + 1, attempt(d.id))
+        finishing = asyncio.ensure_future(store.finish(done, NOW + 1))
+        await asyncio.sleep(0)  # asked for, not yet written
+        assert await store.release("w1", NOW + 2) == 0
+        assert await finishing
+        assert await status_of(store, d.id) is Status.DELIVERED
+
+    runner.run(body())
+
+
 def test_finish_without_an_attempt_counts_none(store: Store, runner: asyncio.Runner) -> None:
     async def body() -> None:
         await store.ingest(ingest_of("evt_1"), NOW)
