@@ -20,6 +20,7 @@ from bridge.config import Config
 from bridge.store.base import Store, StoreUnavailable
 
 MAX_LIMIT = 1000
+MAX_IDS = 100_000  # ids one redrive request may name
 MAX_ID = 2**63 - 1  # the largest id either store holds (SQLite's INTEGER, PostgreSQL's bigint)
 
 
@@ -121,6 +122,8 @@ def routes(config: Config, store: Store) -> list[Route]:
         ids = body.get("ids") or []
         if not isinstance(ids, list):
             raise ValueError("ids must be a list of integers")
+        if len(ids) > MAX_IDS:
+            raise ValueError(f"at most {MAX_IDS} ids a request (dead: true takes every dead one)")
         wanted = [_id(i) for i in ids]
         destination = body.get("destination")
         if destination is not None and not isinstance(destination, str):
@@ -301,7 +304,15 @@ OPENAPI: dict[str, Any] = {
                             "schema": {
                                 "type": "object",
                                 "properties": {
-                                    "ids": {"type": "array", "items": {"type": "integer"}},
+                                    "ids": {
+                                        "type": "array",
+                                        "maxItems": MAX_IDS,
+                                        "items": {
+                                            "type": "integer",
+                                            "minimum": 1,
+                                            "maximum": MAX_ID,
+                                        },
+                                    },
                                     "dead": {"type": "boolean"},
                                     "destination": {"type": "string"},
                                     "since": {"type": "string", "format": "date-time"},

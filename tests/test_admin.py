@@ -130,6 +130,7 @@ def test_webhooks_are_refused_with_503_while_stopping(client: TestClient) -> Non
         ("POST", "/admin/redrive", {"dead": True, "since": 5}),
         ("POST", "/admin/redrive", {"dead": True, "destination": [1]}),
         ("POST", "/admin/redrive", "[" * 100_000),
+        ("POST", "/admin/redrive", {"ids": list(range(1, 100_002))}),
     ],
     ids=[
         "huge id",
@@ -140,6 +141,7 @@ def test_webhooks_are_refused_with_503_while_stopping(client: TestClient) -> Non
         "since a number",
         "destination a list",
         "nested too deep",
+        "too many ids",
     ],
 )
 def test_bad_admin_requests_are_400_never_500(

@@ -90,6 +90,9 @@ def path_of(url: str) -> str:
     return url[len("sqlite:///") :] or ":memory:"
 
 
+REDRIVE_CHUNK = 500  # deliveries redriven per commit
+
+
 class SQLiteStore:
     def __init__(self, url: str, synchronous: str = "FULL", migrate: bool = True) -> None:
         self.path = path_of(url)
@@ -427,10 +430,16 @@ class SQLiteStore:
     async def redrive(self, ids: list[int], now: float) -> list[int]:
         sql = self._sql["redrive"]
 
-        def op(conn: sqlite3.Connection) -> list[int]:
-            return [i for i in ids if conn.execute(sql, {"id": i, "now": now}).rowcount]
+        def op(chunk: list[int]) -> Callable[[sqlite3.Connection], list[int]]:
+            return lambda conn: [
+                i for i in chunk if conn.execute(sql, {"id": i, "now": now}).rowcount
+            ]
 
-        done = await self._call(op)
+        # a few hundred at a time, each in a commit of its own: the webhooks that come while a
+        # large redrive runs are stored between its parts, not after all of it
+        done: list[int] = []
+        for start in range(0, len(ids), REDRIVE_CHUNK):
+            done += await self._call(op(ids[start : start + REDRIVE_CHUNK]))
         if done:
             self._notify()
         return done

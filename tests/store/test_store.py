@@ -1165,3 +1165,24 @@ def test_sqlite_reads_for_people_and_scrapers_do_not_wait_for_a_writer(
             await store.close()
 
     runner.run(body())
+
+
+def test_sqlite_stores_webhooks_between_the_parts_of_a_large_redrive(
+    tmp_path: Path, runner: asyncio.Runner
+) -> None:
+    """A redrive of many deliveries (an admin's, after an outage) does not hold every webhook
+    that comes meanwhile until all of it is done."""
+    store = _sqlite(tmp_path)
+
+    async def body() -> None:
+        await store.open()
+        try:
+            redriving = asyncio.ensure_future(store.redrive(list(range(1, 20_001)), NOW))
+            await asyncio.sleep(0)  # its first part is asked for
+            assert await store.ingest(ingest_of("evt_during"), NOW)
+            assert not redriving.done()
+            assert await redriving == []  # none of those ids is dead
+        finally:
+            await store.close()
+
+    runner.run(body())
