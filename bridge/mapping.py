@@ -84,6 +84,18 @@ class _Functions(jmespath.functions.Functions):
     def _func_sub(self, left: int | float, right: int | float) -> int | float:
         return left - right
 
+    @jmespath.functions.signature({"types": ["array"]})
+    def _func_same(self, values: list[Any]) -> Any:
+        """The one value every element of ``values`` has (null for none); an error if they
+        differ: a refund's transactions in two currencies are not one amount."""
+        if not values:
+            return None
+        first = values[0]
+        if any(value != first or type(value) is not type(first) for value in values[1:]):
+            shown = ", ".join(sorted({repr(value)[:40] for value in values})[:5])
+            raise jmespath.exceptions.JMESPathError(f"same(): the values differ ({shown})")
+        return first
+
     @jmespath.functions.signature({"types": ["string", "number", "null"]})
     def _func_str(self, value: str | int | float | None) -> str | None:
         return None if value is None else str(value)
@@ -394,11 +406,7 @@ def build_transaction(
     ``only``: evaluate just these fields (the rest stay empty), for a cheap look at an event.
     """
     context: dict[str, Any] = {"event": event.payload}
-    values = {
-        name: expr.search(context)
-        for name, expr in rule.fields.items()
-        if only is None or name in only
-    }
+    values = _evaluate(rule.fields, context, only)
     if not overrides:
         return _transaction(rule, event, processor, convention, values, rule.fields)
     try:
@@ -407,14 +415,22 @@ def build_transaction(
         ).view()
     except MappingError:
         context["txn"] = None  # the route's own fields may be what completes the transaction
-    values.update(
-        {
-            name: expr.search(context)
-            for name, expr in overrides.items()
-            if only is None or name in only
-        }
-    )
+    values.update(_evaluate(overrides, context, only))
     return _transaction(rule, event, processor, convention, values, {**rule.fields, **overrides})
+
+
+def _evaluate(
+    fields: Mapping[str, Expression], context: Mapping[str, Any], only: frozenset[str] | None
+) -> dict[str, Any]:
+    """Each field's value; an expression that fails names its field too."""
+    values: dict[str, Any] = {}
+    for name, expr in fields.items():
+        if only is None or name in only:
+            try:
+                values[name] = expr.search(context)
+            except MappingError as exc:
+                raise MappingError(f"field {name}: {exc}") from None
+    return values
 
 
 def _transaction(

@@ -31,6 +31,7 @@ from bridge.model import Attempt, Delivery, ProviderEvent, Status
 from bridge.pipeline import Pipeline, purchase_refs
 from bridge.ratelimit import RateLimit
 from bridge.retry import RetryPolicy
+from bridge.sources.base import BadEvent
 from bridge.store.base import Finish, Store, StoreUnavailable
 from bridge.transport import Http1Transport
 
@@ -255,8 +256,15 @@ class Worker:
             self._payloads[key] = payload
             if len(self._payloads) > PAYLOAD_CACHE:
                 self._payloads.popitem(last=False)
+        # its time as the source read it at ingest (a Stripe "created" that is not unix
+        # seconds is none; other processors put it elsewhere), not the payload's "created"
+        created = None
+        source = self.pipeline.sources.get(delivery.source)
+        if source is not None:
+            with contextlib.suppress(BadEvent):  # the stored event passed this at ingest
+                created = source.event(payload, {}).created
         return ProviderEvent(
-            delivery.source, delivery.event_id, delivery.event_type, payload.get("created"), payload
+            delivery.source, delivery.event_id, delivery.event_type, created, payload
         )
 
     def _release_slot(self, delivery: Delivery) -> None:

@@ -280,3 +280,23 @@ def test_a_content_length_of_non_ascii_digits_is_read_as_undeclared() -> None:
             await read_body(request(b"11"), 10)
 
     asyncio.run(main())
+
+
+def test_a_checkout_paid_later_by_a_delayed_method_is_a_sale(tmp_path: Path) -> None:
+    """SEPA debit, bank transfer: checkout.session.completed comes unpaid (skipped), then
+    checkout.session.async_payment_succeeded with the session paid."""
+    extra = "  - from: stripe/checkout.session.async_payment_succeeded\n    to: [dub, shop]\n"
+    path = tmp_path / "bridge.yaml"
+    path.write_text(table_yaml("http://127.0.0.1:9", tmp_path / "bridge.db", extra_routes=extra))
+    event = json.loads(fixture_bytes("checkout.session.completed.unpaid.json"))
+    with TestClient(create_app(config_module.load(path), run_worker=False)) as client:
+        assert post(client, json.dumps(event).encode()).json()["status"] == "skipped"
+        event["id"] = "evt_async_paid"
+        event["type"] = "checkout.session.async_payment_succeeded"
+        event["data"]["object"]["payment_status"] = "paid"
+        response = post(client, json.dumps(event).encode())
+    assert response.json() == {"status": "accepted", "deliveries": 2}
+    assert rows(tmp_path / "bridge.db", "SELECT destination FROM deliveries ORDER BY 1") == [
+        ("dub",),
+        ("shop",),
+    ]

@@ -503,3 +503,29 @@ def test_a_delivery_taken_back_by_its_own_claim_as_it_finishes_is_not_sent_again
         assert (shop.status, shop.attempts) == (Status.DELIVERED, 1)
 
     run(tmp_path, handler, scenario)
+
+
+def test_an_events_time_at_delivery_is_the_one_its_source_read_at_ingest(
+    tmp_path: Path,
+) -> None:
+    """A route of the user's own with no occurred_at takes the event's time as the source read
+    it: a Stripe "created" that is not unix seconds is none at delivery too, as at ingest (the
+    raw value made the delivery dead, "expected unix seconds")."""
+    extra = (
+        "  - from: stripe/payment_intent.succeeded\n"
+        "    to: [shop]\n"
+        "    kind: sale\n"
+        "    fields:\n"
+        "      id: event.data.object.id\n"
+        "      amount: event.data.object.amount_received\n"
+        "      currency: event.data.object.currency\n"
+    )
+    table = table_yaml("http://sinks.test", tmp_path / "bridge.db", extra_routes=extra)
+
+    async def scenario(h: Harness) -> None:
+        await h.ingest("payment_intent.succeeded.json", lambda e: e.update(created="1700000000"))
+        await h.worker.drain()
+        assert await h.statuses() == {"shop": "delivered"}
+        assert len(h.to("/ecommerce/track")) == 1
+
+    run(tmp_path, ok, scenario, table=table)

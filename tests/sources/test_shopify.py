@@ -247,3 +247,16 @@ def test_the_webhook_id_header_is_the_dedupe_key(tmp_path: Path) -> None:
             ("b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",),
             ("c0ffee00-0000-4000-8000-000000000001",),
         ]
+
+
+def test_a_refund_in_two_currencies_is_a_mapping_error_not_a_sum() -> None:
+    from bridge import mapping
+
+    payload = fixture("shopify", "refunds_create.json")
+    paid_back = [t for t in payload["transactions"] if t["status"] == "success"]
+    paid_back.append({**paid_back[0], "id": 99, "amount": "5.00", "currency": "EUR"})
+    payload["transactions"] = paid_back
+    with pytest.raises(
+        mapping.MappingError, match=r"field currency: expression .*same\(\): the values differ"
+    ):
+        transaction(SOURCE, payload, {"X-Shopify-Webhook-Id": "w-9"})

@@ -28,3 +28,12 @@ def test_the_signature_header_is_parsed_strictly(
     header: str, parsed: tuple[int, list[str]] | None
 ) -> None:
     assert _parse(header) == parsed
+
+
+def test_a_checkout_is_counted_when_it_was_paid_not_when_the_session_opened() -> None:
+    from tests.sources.support import fixture, make, transaction
+
+    stripe = make("stripe", ("whsec_x",))
+    payload = fixture("stripe", "checkout.session.completed.json")
+    payload["data"]["object"]["created"] = payload["created"] - 3 * 86400  # opened days before
+    assert transaction(stripe, payload).occurred_at == payload["created"]
