@@ -58,6 +58,7 @@ TXN_FIELDS = (
     "subscription_id",
     "refund_id",
     "referral_code",
+    "click_id",
     "refs",
     "metadata",
 )
@@ -83,6 +84,14 @@ class _Functions(jmespath.functions.Functions):
     @jmespath.functions.signature({"types": ["number"]}, {"types": ["number"]})
     def _func_sub(self, left: int | float, right: int | float) -> int | float:
         return left - right
+
+    @jmespath.functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
+    def _func_after(self, value: str | None, prefix: str) -> str | None:
+        """What follows ``prefix`` in ``value`` (null when it does not start with it, or nothing
+        follows): ``after('dub_id_abc', 'dub_id_')`` is ``'abc'``."""
+        if value is None or not value.startswith(prefix) or len(value) == len(prefix):
+            return None
+        return value[len(prefix) :]
 
     @jmespath.functions.signature({"types": ["array"]})
     def _func_same(self, values: list[Any]) -> Any:
@@ -536,6 +545,7 @@ def _transaction(
         subscription_id=text("subscription_id"),
         refund_id=text("refund_id"),
         referral_code=text("referral_code"),
+        click_id=text("click_id"),
         refs=list(
             dict.fromkeys(
                 ref

@@ -61,6 +61,7 @@ class Transaction:
     subscription_id: str | None = None
     refund_id: str | None = None
     referral_code: str | None = None
+    click_id: str | None = None  # the link click the sale came from (Dub's dub_id cookie)
     # sale: the payment references a later refund may name (charge, payment intent);
     # refund: the references of the purchase it refunds.
     refs: list[str] = field(default_factory=list)
@@ -107,6 +108,7 @@ class Transaction:
             "subscription_id": self.subscription_id,
             "refund_id": self.refund_id,
             "referral_code": self.referral_code,
+            "click_id": self.click_id,
             "refs": list(self.refs),
             "metadata": self.metadata,
         }

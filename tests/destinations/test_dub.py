@@ -48,3 +48,32 @@ def test_the_customer_fields_never_cost_the_sale(
     assert body.get("customerName") == sent_name
     assert body.get("customerEmail") == sent_email
     assert body["amount"] == 2000  # the sale itself goes out
+
+
+@pytest.mark.parametrize(
+    ("customer", "external_id"),
+    [("cus_00000000000000", "cus_00000000000000"), (None, "example@example.com")],
+    ids=["a Stripe customer", "a guest"],
+)
+def test_a_checkout_from_a_dub_link_sends_its_click_not_as_the_customer(
+    tmp_path: Path, customer: str | None, external_id: str
+) -> None:
+    """Dub's checkout set-up puts dub_id_<click id> in client_reference_id: Dub takes the click
+    as clickId; the customer is Stripe's, else the buyer's email."""
+    path = tmp_path / "bridge.yaml"
+    path.write_text(table_yaml("http://127.0.0.1:9", tmp_path / "bridge.db"))
+    pipeline = Pipeline(config.load(path))
+    payload = fixture("checkout.session.completed.payment_mode.json")
+    payload["data"]["object"]["client_reference_id"] = "dub_id_Ab3xYz9QkLm"
+    payload["data"]["object"]["customer"] = customer
+    event = pipeline.sources["stripe"].event(payload, {})
+    txn = pipeline.transaction(pipeline.routes_for(event)[0], event)
+    body = json.loads(pipeline.destinations["dub"].request(txn, event).content)
+    assert sorted(SALE.iter_errors(body), key=str) == []
+    assert (body["clickId"], body["customerExternalId"]) == ("Ab3xYz9QkLm", external_id)
+    # any other client_reference_id is the customer's own id, as before
+    payload["data"]["object"]["client_reference_id"] = "user_42"
+    event = pipeline.sources["stripe"].event(payload, {})
+    txn = pipeline.transaction(pipeline.routes_for(event)[0], event)
+    body = json.loads(pipeline.destinations["dub"].request(txn, event).content)
+    assert body["customerExternalId"] == "user_42" and "clickId" not in body
