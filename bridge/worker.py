@@ -370,6 +370,10 @@ class Worker:
             if delivery.refund_baseline:
                 # a cumulative refund: only what was refunded since the last one is new
                 txn.amount -= delivery.refund_baseline
+                # its tax, discount and shipping are the order's totals so far too (Polar's
+                # refunded_tax_amount): what part of them is this refund's is not known, and a
+                # total would overstate it, so they are left out
+                txn.tax = txn.discount = txn.shipping = None
                 if txn.amount <= 0:
                     raise Skipped(
                         "refund already counted: the order's refunded total did not grow "

@@ -8,6 +8,7 @@ whose total did not grow sends nothing.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,51 @@ def test_cumulative_refunds_become_deltas(tmp_path: Path, url: str) -> None:
         ]
         statuses = sorted(str(d.status) for d in portal.call(app.state.store.deliveries))
         assert statuses == ["delivered", "delivered", "delivered", "skipped"]
+
+
+def test_a_later_partial_refund_leaves_out_the_cumulative_tax(tmp_path: Path) -> None:
+    """Polar's refunded_tax_amount is the order's total so far: the first refund's tax is its
+    own, a later one's is not known and is left out (the total would overstate it)."""
+    secret = "polar_whs_test_secret"
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        f"""
+sources:
+  polar: {{kind: polar, signing_secrets: ["{secret}"]}}
+destinations:
+  shop: {{kind: ecommerce, base_url: "http://shop.test", api_key: tolk_sec_test}}
+routes:
+  - {{from: polar/order.paid, to: shop}}
+  - {{from: polar/order.refunded, to: shop}}
+storage: {{url: "sqlite:///{tmp_path}/bridge.db"}}
+"""
+    )
+    sent: list[dict[str, Any]] = []
+
+    def shop(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json={"ok": True})
+
+    app = create_app(
+        config_module.load(path), transport=httpx.MockTransport(shop), run_worker=False
+    )
+    with TestClient(app) as client:
+        signer = app.state.pipeline.sources["polar"]
+
+        def post(payload: dict[str, Any]) -> None:
+            body = json.dumps(payload).encode()
+            headers = signer.sign(body, time.time())
+            response = client.post("/webhooks/polar", content=body, headers=headers)
+            assert response.json()["status"] == "accepted", response.text
+
+        post(json.loads((ROOT / "fixtures/polar/order.paid.json").read_text()))
+        refunded = json.loads((ROOT / "fixtures/polar/order.refunded.json").read_text())
+        for amount, tax, when in ((500, 100, "2025-06-04"), (2000, 400, "2025-06-05")):
+            refunded["data"].update(
+                refunded_amount=amount, refunded_tax_amount=tax, modified_at=f"{when}T10:00:00Z"
+            )
+            post(refunded)
+        assert client.portal is not None
+        client.portal.call(app.state.worker.drain)
+    refunds = [(b["revenue"], b.get("tax")) for b in sent if b["event_type"] == "refund"]
+    assert refunds == [(6.0, 1.0), (18.0, None)]
