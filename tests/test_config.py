@@ -375,6 +375,7 @@ def test_example_loads_with_an_empty_environment() -> None:
     assert [(r.source, r.event) for r in config.routes] == [
         ("stripe", "invoice.paid"),
         ("stripe", "checkout.session.completed"),
+        ("stripe", "checkout.session.async_payment_succeeded"),
         ("stripe", "refund.created"),
         ("stripe", "refund.updated"),
     ]
