@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from bridge import config as config_module
+from bridge.model import Delivery
 from bridge.pipeline import Pipeline
 from bridge.store import Ingest, SQLiteStore
 from bridge.worker import Worker
@@ -87,6 +88,17 @@ class Harness:
 
     async def statuses(self) -> dict[str, str]:
         return {d.destination: str(d.status) for d in await self.store.deliveries()}
+
+    async def delivery(self, destination: str) -> Delivery:
+        """The one delivery to ``destination``."""
+        (found,) = [d for d in await self.store.deliveries() if d.destination == destination]
+        return found
+
+    async def rounds(self, count: int, step: float) -> None:
+        """``count`` times: deliver what is due, then move the clock ``step`` seconds on."""
+        for _ in range(count):
+            await self.worker.drain()
+            self.clock.now += step
 
     def to(self, suffix: str) -> list[dict[str, Any]]:
         return [json.loads(r.content) for r in self.sent if r.url.path.endswith(suffix)]

@@ -44,6 +44,16 @@ def explain_json(name: str, config: str = EXAMPLE) -> list[dict[str, Any]]:
     return data
 
 
+# a table's beginning: one source, one destination, then its routes
+MINIMAL = (
+    "sources:\n"
+    "  stripe: {kind: stripe, signing_secrets: [whsec_x]}\n"
+    "destinations:\n"
+    "  dub: {kind: dub, api_key: k}\n"
+    "routes:\n"
+)
+
+
 def test_check_the_example_with_nothing_in_the_environment() -> None:
     result = runner.invoke(app, ["check", "--config", EXAMPLE])
     assert result.exit_code == 0, result.output
@@ -61,12 +71,7 @@ def test_check_reads_bridge_config(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_check_prints_each_problem_with_file_line_and_key(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(
-        "sources:\n"
-        "  stripe: {kind: stripe, signing_secrets: [whsec_x]}\n"
-        "destinations:\n"
-        "  dub: {kind: dub, api_key: k}\n"
-        "routes:\n"
-        "  - from: stripe/invoice.paid\n"
+        MINIMAL + "  - from: stripe/invoice.paid\n"
         "    to: [dub, nowhere]\n"
         "  - from: stripe/invoice.paid\n"
         "    to: dub\n"
@@ -315,12 +320,7 @@ def test_check_masks_the_database_password_wherever_the_url_holds_it(tmp_path: P
     # libpq takes the password in the authority and as a parameter (?password=...)
     path = tmp_path / "bridge.yaml"
     path.write_text(
-        "sources:\n"
-        "  stripe: {kind: stripe, signing_secrets: [whsec_x]}\n"
-        "destinations:\n"
-        "  dub: {kind: dub, api_key: k}\n"
-        "routes:\n"
-        "  - {from: stripe/invoice.paid, to: dub}\n"
+        MINIMAL + "  - {from: stripe/invoice.paid, to: dub}\n"
         "storage:\n"
         "  url: postgresql://bridge:pw_in_authority@db.internal/bridge"
         "?password=pw%2Fin%2Fquery&sslmode=require\n"

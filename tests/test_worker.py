@@ -79,7 +79,7 @@ def test_a_redirect_is_not_followed_and_is_dead(tmp_path: Path) -> None:
     async def scenario(h: Harness) -> None:
         await h.ingest("invoice.paid.json")
         await h.worker.drain()
-        found = next(d for d in await h.store.deliveries() if d.destination == "dub")
+        found = await h.delivery("dub")
         assert found.status is Status.DEAD and found.attempts == 1
         assert (found.last_error or "").startswith("HTTP 301")
         assert [r.url.path for r in h.sent].count("/dub/track/sale") == 1
@@ -98,7 +98,7 @@ def test_dub_sale_null_is_not_recorded_not_delivered(tmp_path: Path) -> None:
     async def scenario(h: Harness) -> None:
         await h.ingest("invoice.paid.json")
         await h.worker.drain()
-        dub = next(d for d in await h.store.deliveries() if d.destination == "dub")
+        dub = await h.delivery("dub")
         assert dub.status is Status.NOT_RECORDED
         assert dub.last_error is not None and "not recorded by Dub" in dub.last_error
         # a user can redrive it once the lead exists
@@ -133,7 +133,7 @@ def test_4xx_is_dead_at_once_with_the_destination_error_text(tmp_path: Path) -> 
     async def scenario(h: Harness) -> None:
         await h.ingest("invoice.paid.json")
         await h.worker.drain()
-        found = next(d for d in await h.store.deliveries() if d.destination == "voucherify")
+        found = await h.delivery("voucherify")
         assert found.status is Status.DEAD
         assert found.attempts == 1
         assert found.last_error == "HTTP 400: Event not in schema"
@@ -156,10 +156,8 @@ def test_5xx_is_retried_then_delivered_once(tmp_path: Path) -> None:
 
     async def scenario(h: Harness) -> None:
         await h.ingest("invoice.paid.json")
-        for _ in range(10):
-            await h.worker.drain()
-            h.clock.now += 1  # retry: initial 0.05, max 0.2 in the test table
-        shop = next(d for d in await h.store.deliveries() if d.destination == "shop")
+        await h.rounds(10, 1)  # retry: initial 0.05, max 0.2 in the test table
+        shop = await h.delivery("shop")
         assert shop.status is Status.DELIVERED
         assert len(h.to("/ecommerce/track")) == 3
         got = await h.store.get(shop.id)
@@ -219,7 +217,7 @@ def test_a_refund_of_an_unseen_customer_is_skipped_for_voucherify(tmp_path: Path
         await h.worker.drain()
         statuses = await h.statuses()
         assert statuses == {"shop": "delivered", "voucherify": "skipped"}
-        voucherify = next(d for d in await h.store.deliveries() if d.destination == "voucherify")
+        voucherify = await h.delivery("voucherify")
         assert "customer.source_id" in (voucherify.last_error or "")
 
     run(tmp_path, ok, scenario)
@@ -344,7 +342,7 @@ def test_attempt_latency_is_the_exchange_with_timeouts_and_connection_errors(
         counted = {name: observed(name)[0] - before[name][0] for name in names}
         assert counted == {name: 1 for name in names}
         assert observed("shop")[1] - before["shop"][1] >= 0.2
-        shop = next(d for d in await h.store.deliveries() if d.destination == "shop")
+        shop = await h.delivery("shop")
         found = await h.store.get(shop.id)
         assert found is not None
         [tried] = found[1]
@@ -372,7 +370,7 @@ def test_a_delivery_that_runs_out_of_retries_is_counted_dead(tmp_path: Path) -> 
         for _ in range(10):  # the test table gives up after 5 attempts
             await h.worker.drain()
             h.clock.now += 1
-        shop = next(d for d in await h.store.deliveries() if d.destination == "shop")
+        shop = await h.delivery("shop")
         assert shop.status is Status.DEAD and shop.attempts == 5
         got = await h.store.get(shop.id)
         assert got is not None
@@ -415,11 +413,9 @@ def test_an_unexpected_error_after_the_send_is_retried_by_the_policy_then_dead(
 
         h.pipeline.destinations["shop"].classify = broken  # type: ignore[method-assign]
         await h.ingest("invoice.paid.json")
-        for _ in range(20):
-            await h.worker.drain()
-            h.clock.now += 60
+        await h.rounds(20, 60)
         assert len(h.to("/ecommerce/track")) == 5
-        shop = next(d for d in await h.store.deliveries() if d.destination == "shop")
+        shop = await h.delivery("shop")
         assert shop.status is Status.DEAD
         assert shop.last_error == "gave up after 5 attempts: internal error (see the bridge's log)"
 
@@ -434,11 +430,9 @@ def test_an_answer_nested_too_deep_to_parse_is_not_sent_again(tmp_path: Path) ->
 
     async def scenario(h: Harness) -> None:
         await h.ingest("invoice.paid.json")
-        for _ in range(10):
-            await h.worker.drain()
-            h.clock.now += 60
+        await h.rounds(10, 60)
         assert len(h.to("/api/send")) == 1
-        umami = next(d for d in await h.store.deliveries() if d.destination == "umami")
+        umami = await h.delivery("umami")
         assert umami.status.terminal, umami
 
     run(tmp_path, handler, scenario)
@@ -499,7 +493,7 @@ def test_a_delivery_taken_back_by_its_own_claim_as_it_finishes_is_not_sent_again
         await claim
         await h.worker.drain()
         assert len(h.to("/ecommerce/track")) == 1
-        shop = next(d for d in await h.store.deliveries() if d.destination == "shop")
+        shop = await h.delivery("shop")
         assert (shop.status, shop.attempts) == (Status.DELIVERED, 1)
 
     run(tmp_path, handler, scenario)
