@@ -39,7 +39,7 @@ log = structlog.get_logger("bridge.worker")
 
 Clock = Callable[[], float]
 TXN_CACHE = 4096  # transactions kept for the sibling deliveries of the same events
-PAYLOAD_CACHE = 256  # parsed event payloads kept for the same (claimed together, used at once)
+EVENT_CACHE = 256  # parsed events kept for their deliveries (claimed together, used at once)
 # seconds the worker may wait for a burst of webhooks before a round anyway: a round's
 # deliveries take CPU from the burst (at 0.25 s the bridge acknowledged 7-10 % fewer
 # webhooks a second), and at 1 s deliveries still go out every second however long it lasts
@@ -124,7 +124,7 @@ class Worker:
         self._transports: dict[str, httpx.AsyncBaseTransport] = {}
         self._timeouts: dict[str, dict[str, float | None]] = {}
         self._txns: collections.OrderedDict[tuple[str, str, int], Any] = collections.OrderedDict()
-        self._payloads: collections.OrderedDict[tuple[str, str], dict[str, Any]] = (
+        self._events: collections.OrderedDict[tuple[str, str], ProviderEvent] = (
             collections.OrderedDict()
         )
         self._sending: set[int] = set()  # delivery ids this process is sending right now
@@ -250,22 +250,23 @@ class Worker:
     def _event(self, delivery: Delivery) -> ProviderEvent:
         """The stored event, parsed once for all its deliveries (they are claimed together)."""
         key = (delivery.source, delivery.event_id)
-        payload = self._payloads.get(key)
-        if payload is None:
+        event = self._events.get(key)
+        if event is None:
             payload = json.loads(delivery.body) if delivery.body else {}
-            self._payloads[key] = payload
-            if len(self._payloads) > PAYLOAD_CACHE:
-                self._payloads.popitem(last=False)
-        # its time as the source read it at ingest (a Stripe "created" that is not unix
-        # seconds is none; other processors put it elsewhere), not the payload's "created"
-        created = None
-        source = self.pipeline.sources.get(delivery.source)
-        if source is not None:
-            with contextlib.suppress(BadEvent):  # the stored event passed this at ingest
-                created = source.event(payload, {}).created
-        return ProviderEvent(
-            delivery.source, delivery.event_id, delivery.event_type, created, payload
-        )
+            # its time as the source read it at ingest (a Stripe "created" that is not unix
+            # seconds is none; other processors put it elsewhere), not the payload's "created"
+            created = None
+            source = self.pipeline.sources.get(delivery.source)
+            if source is not None:
+                with contextlib.suppress(BadEvent):  # the stored event passed this at ingest
+                    created = source.event(payload, {}).created
+            event = ProviderEvent(
+                delivery.source, delivery.event_id, delivery.event_type, created, payload
+            )
+            self._events[key] = event
+            if len(self._events) > EVENT_CACHE:
+                self._events.popitem(last=False)
+        return event
 
     def _release_slot(self, delivery: Delivery) -> None:
         """The destination is done with this request: its concurrency slot is free again (the
