@@ -125,6 +125,7 @@ def create_app(
     clock: Clock = time.time,
     transport: httpx.AsyncBaseTransport | None = None,
     run_worker: bool = True,
+    worker_name: str | None = None,
 ) -> Starlette:
     pipe = Pipeline(config)
     the_store = (
@@ -138,6 +139,7 @@ def create_app(
         the_store,
         clock=clock,
         transport=transport,
+        worker_id=worker_name,
         busy=lambda: state["receiving"] >= BURST,
     )
     the_store.subscribe(worker.wake.set)

@@ -73,9 +73,10 @@ def serve(
     import uvicorn
 
     from bridge.app import create_app
+    from bridge.worker import default_worker_id
 
     loaded = _load(config)
-    application = create_app(loaded)
+    application = create_app(loaded, worker_name=default_worker_id(port))
     # everything loaded so far lives as long as the process: keep the collector off it, and
     # collect the young generation less often (each request makes many short-lived objects)
     gc.collect()
@@ -92,7 +93,10 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=int(loaded.delivery.shutdown_grace) + 5,
     )
-    _Server(server_config, application.state.bridge).run()
+    # the port first: a second bridge started on a port in use stops here, before its start-up
+    # takes back the claims of the bridge that has it (same host, same port: the same name)
+    sock = server_config.bind_socket()
+    _Server(server_config, application.state.bridge).run(sockets=[sock])
 
 
 def _exit_zero(signum: int, frame: object) -> None:

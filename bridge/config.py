@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import importlib.util
 import os
 import re
 import urllib.parse
@@ -457,6 +458,22 @@ def resolve_database_url(url: str, config_file: Path) -> str:
     return url
 
 
+def _storage_problem(url: str) -> str | None:
+    """What ``serve`` would fail on at start-up, said by ``check`` (no connection is made)."""
+    where = "BRIDGE_DATABASE_URL: " if os.environ.get("BRIDGE_DATABASE_URL") else ""
+    if url.startswith("sqlite:///"):
+        return None  # the store makes the file's folder if it has to
+    if url.startswith(("postgresql://", "postgres://")):
+        if importlib.util.find_spec("psycopg") is None:
+            return (
+                f"{where}PostgreSQL, but psycopg is not installed: "
+                "pip install 'payment-webhook-bridge[postgres]'"
+            )
+        return None
+    scheme = url.split(":", 1)[0] if ":" in url else url
+    return f"{where}unsupported scheme {scheme[:20]!r} (sqlite:///path or postgresql://...)"
+
+
 def load(path: str | os.PathLike[str]) -> Config:
     file = Path(path)
     display = str(path)
@@ -563,6 +580,11 @@ def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
                 )
             )
 
+    database_url = resolve_database_url(top.storage.url, file)
+    problem = _storage_problem(database_url)
+    if problem:
+        errors.append((("storage", "url"), problem))
+
     if errors:
         raise fail()
 
@@ -571,7 +593,6 @@ def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
         secrets.extend(s.get_secret_value() for s in source_config.signing_secrets)
     for destination in destinations.values():
         secrets.extend(destination.secrets())
-    database_url = resolve_database_url(top.storage.url, file)
     # the password as libpq takes it: in the authority (user:password@) or as a parameter
     # (?password=...), each as written and decoded
     parts = urllib.parse.urlsplit(database_url)

@@ -47,9 +47,15 @@ MAX_DEFER = 1.0
 DEFER_STEP = 0.002
 
 
-def default_worker_id() -> str:
-    """A stable name per replica: BRIDGE_WORKER_ID, else the host name (a container's id)."""
-    return os.environ.get("BRIDGE_WORKER_ID") or socket.gethostname()
+def default_worker_id(port: int | None = None) -> str:
+    """A stable name per replica: BRIDGE_WORKER_ID, else the host name (a container's id) and
+    the port it listens on, so that two bridges on one host never take back each other's
+    claims while a restarted one takes back its own."""
+    named = os.environ.get("BRIDGE_WORKER_ID")
+    if named:
+        return named
+    host = socket.gethostname()
+    return host if port is None else f"{host}:{port}"
 
 
 ANSWER_LIMIT = 64 * 1024  # what is read of a destination's answer: enough to classify it

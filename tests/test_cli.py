@@ -332,3 +332,79 @@ def test_check_masks_the_database_password_wherever_the_url_holds_it(tmp_path: P
     )
     for secret in ("pw_in_authority", "pw%2Fin%2Fquery", "pw/in/query"):
         assert secret not in result.output
+
+
+def test_a_second_bridge_on_a_port_in_use_stops_before_taking_back_any_claim(
+    tmp_path: Path,
+) -> None:
+    """Same host, same port: the same worker name. A second `bridge serve` started there must
+    fail on the port before its start-up takes back the first one's claims (which it would
+    then send again)."""
+    import asyncio
+    import socket
+
+    from bridge.model import Status
+    from bridge.store import SQLiteStore
+    from bridge.worker import default_worker_id
+    from tests.harness import Harness
+
+    table = tmp_path / "bridge.yaml"
+    table.write_text(table_yaml("http://127.0.0.1:9", tmp_path / "bridge.db"))
+    with socket.socket() as first:  # the first bridge, listening
+        first.bind(("127.0.0.1", 0))
+        first.listen()
+        port = first.getsockname()[1]
+
+        async def claimed_by_the_first() -> int:
+            h = Harness(tmp_path, None)
+            await h.store.open()
+            try:
+                await h.ingest("invoice.paid.json")
+                name = f"{default_worker_id(port)}/first"
+                (claimed,) = await h.store.claim("dub", 1, h.clock(), 300, name)
+                return claimed.id
+            finally:
+                await h.store.close()
+
+        delivery = asyncio.run(claimed_by_the_first())
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bridge.cli",
+                "serve",
+                "--config",
+                str(table),
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert second.returncode != 0
+    assert "address already in use" in second.stderr.lower()
+
+    async def status() -> Status:
+        store = SQLiteStore(f"sqlite:///{tmp_path / 'bridge.db'}")
+        await store.open()
+        try:
+            found = await store.get(delivery)
+            assert found is not None
+            return found[0].status
+        finally:
+            await store.close()
+
+    assert asyncio.run(status()) is Status.IN_FLIGHT
+
+
+def test_check_refuses_a_storage_url_serve_could_not_open(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        MINIMAL + "  - {from: stripe/invoice.paid, to: dub}\nstorage:\n  url: mysql://x/bridge\n"
+    )
+    for command in (["check"], ["serve"]):
+        result = runner.invoke(app, [*command, "--config", str(path)])
+        assert result.exit_code == 1, result.output
+        assert f"{path}:8: storage.url: unsupported scheme 'mysql'" in result.stderr
+        assert "Traceback" not in result.output

@@ -523,3 +523,14 @@ def test_an_events_time_at_delivery_is_the_one_its_source_read_at_ingest(
         assert len(h.to("/ecommerce/track")) == 1
 
     run(tmp_path, ok, scenario, table=table)
+
+
+def test_the_default_worker_name_is_the_host_and_port_unless_one_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # two bridges on one host listen on two ports: neither takes back the other's claims
+    monkeypatch.delenv("BRIDGE_WORKER_ID", raising=False)
+    assert worker.default_worker_id(8000) != worker.default_worker_id(8001)
+    assert worker.default_worker_id(8000).endswith(":8000")
+    monkeypatch.setenv("BRIDGE_WORKER_ID", "replica-a")
+    assert worker.default_worker_id(8000) == "replica-a"

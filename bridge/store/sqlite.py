@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
+from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge import metrics
@@ -163,6 +164,8 @@ class SQLiteStore:
         return conn
 
     def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":  # a table's sqlite:///data/bridge.db: its folder too
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, cached_statements=512
         )

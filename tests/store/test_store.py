@@ -1186,3 +1186,18 @@ def test_sqlite_stores_webhooks_between_the_parts_of_a_large_redrive(
             await store.close()
 
     runner.run(body())
+
+
+def test_sqlite_makes_the_folder_of_its_file(tmp_path: Path, runner: asyncio.Runner) -> None:
+    # a table's sqlite:///data/bridge.db on a fresh checkout: serve would fail otherwise
+    store = SQLiteStore(f"sqlite:///{tmp_path}/data/nested/bridge.db")
+
+    async def body() -> None:
+        await store.open()
+        try:
+            assert await store.ingest(ingest_of("evt_1"), NOW)
+        finally:
+            await store.close()
+
+    runner.run(body())
+    assert (tmp_path / "data" / "nested" / "bridge.db").is_file()
