@@ -17,9 +17,11 @@ from starlette.routing import Route
 
 from bridge import views
 from bridge.config import Config
+from bridge.model import Status
 from bridge.store.base import Store, StoreUnavailable
 
 MAX_LIMIT = 1000
+STATUSES = tuple(str(s) for s in Status)
 MAX_IDS = 100_000  # ids one redrive request may name
 MAX_ID = 2**63 - 1  # the largest id either store holds (SQLite's INTEGER, PostgreSQL's bigint)
 
@@ -94,8 +96,11 @@ def routes(config: Config, store: Store) -> list[Route]:
 
     async def list_deliveries(request: Request) -> Response:
         q = request.query_params
+        status = q.get("status")
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status is one of {', '.join(STATUSES)}")
         rows = await store.deliveries(
-            status=q.get("status"),
+            status=status,
             destination=q.get("destination"),
             since=_since(q.get("since")),
             limit=_limit(request),

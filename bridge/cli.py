@@ -22,6 +22,7 @@ from bridge import logging as bridge_logging
 from bridge import mapping, views
 from bridge.destinations.base import Skipped
 from bridge.logging import mask
+from bridge.model import Status
 from bridge.pipeline import Pipeline, link_refund
 from bridge.sources.base import BadEvent
 from bridge.store import StoreUnavailable, connect
@@ -313,7 +314,7 @@ def migrate(config: ConfigOption = None) -> None:
 @deliveries_app.command("list")
 def deliveries_list(
     config: ConfigOption = None,
-    status: Annotated[str | None, typer.Option(help="pending, delivered, dead, ...")] = None,
+    status: Annotated[Status | None, typer.Option(help="Only deliveries in this state.")] = None,
     destination: Annotated[str | None, typer.Option(help="A destination name.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
     as_json: Annotated[bool, typer.Option("--json")] = False,

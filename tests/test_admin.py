@@ -131,6 +131,7 @@ def test_webhooks_are_refused_with_503_while_stopping(client: TestClient) -> Non
         ("POST", "/admin/redrive", {"dead": True, "destination": [1]}),
         ("POST", "/admin/redrive", "[" * 100_000),
         ("POST", "/admin/redrive", {"ids": list(range(1, 100_002))}),
+        ("GET", "/admin/deliveries?status=bogus", None),
     ],
     ids=[
         "huge id",
@@ -142,6 +143,7 @@ def test_webhooks_are_refused_with_503_while_stopping(client: TestClient) -> Non
         "destination a list",
         "nested too deep",
         "too many ids",
+        "no such status",
     ],
 )
 def test_bad_admin_requests_are_400_never_500(

@@ -408,3 +408,9 @@ def test_check_refuses_a_storage_url_serve_could_not_open(tmp_path: Path) -> Non
         assert result.exit_code == 1, result.output
         assert f"{path}:8: storage.url: unsupported scheme 'mysql'" in result.stderr
         assert "Traceback" not in result.output
+
+
+def test_deliveries_list_refuses_a_state_there_is_none_of() -> None:
+    result = runner.invoke(app, ["deliveries", "list", "--config", EXAMPLE, "--status", "bogus"])
+    assert result.exit_code == 2
+    assert "'bogus' is not one of" in result.output
