@@ -18,7 +18,10 @@ The body: ``{"event_id": "evt_...", "event_type": "transaction.completed",
 - ``adjustment.created`` / ``adjustment.updated`` with ``action: refund`` and
   ``status: approved``: a refund of ``totals.total`` against ``transaction_id``.
   Most refunds are created ``pending_approval`` and approved later
-  (``adjustment.updated``); one created already approved gets no update.
+  (``adjustment.updated``); one created already approved gets no update, and an
+  approved one may still be updated. So an approved refund is keyed by the
+  adjustment (``adjustment:<id>:approved``), not by ``event_id``: it counts once
+  whichever of these events tell of it.
 
 Dub is told ``paymentProcessor: paddle``.
 """
@@ -37,6 +40,9 @@ from bridge.sources import common
 from bridge.sources.base import BadEvent, SignatureError
 
 HEADER = "paddle-signature"
+
+
+REFUND_EVENTS = frozenset({"adjustment.created", "adjustment.updated"})
 
 
 class PaddleSource:
@@ -75,6 +81,15 @@ class PaddleSource:
         if not isinstance(body.get("data"), dict):
             raise BadEvent("not a Paddle event: no data object")
         created = mapping.unix_seconds(body.get("occurred_at"))
+        data = body["data"]
+        if (
+            event_type in REFUND_EVENTS
+            and data.get("action") == "refund"
+            and data.get("status") == "approved"
+        ):
+            adjustment = common.text_id(data.get("id"))
+            if adjustment is not None and len(adjustment) < 200:
+                event_id = f"adjustment:{adjustment}:approved"
         return ProviderEvent(self.name, event_id, event_type, created, body)
 
     def sign(self, body: bytes, now: float) -> dict[str, str]:

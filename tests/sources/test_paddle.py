@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,7 @@ def test_an_approved_refund_adjustment_names_the_transaction_it_refunds() -> Non
     assert summary(txn) == {
         "kind": "refund",
         "processor": "paddle",
-        "event_id": "evt_01jbb2k7r6t5y4u3i2o1p0a9s8",
+        "event_id": "adjustment:adj_01jbb0w8f2g3h4j5k6l7z8x9c0:approved",
         "id": None,
         "amount": 3300,
         "currency": "USD",
@@ -279,3 +280,27 @@ def test_end_to_end(tmp_path: Path) -> None:
         "evt_01jb3mtk9rq2v6x8y4z0a1b2c3",
         "transaction.completed",
     )
+
+
+def test_an_approved_refund_told_by_two_events_counts_once(tmp_path: Path) -> None:
+    """Created already approved, then updated (still approved): one refund, not two. The
+    README has users route both adjustment events."""
+    from tests.sources.support import running
+
+    updated = fixture("paddle", "adjustment.updated.json")
+    created = json.loads(json.dumps(updated))
+    created["event_id"] = "evt_01jbb2created0000000000000"
+    created["event_type"] = "adjustment.created"
+    with running(tmp_path) as bridge:
+        answers = []
+        for payload in (created, updated):
+            body = json.dumps(payload).encode()
+            answers.append(bridge.post("paddle", body, bridge.signed("paddle", body)).json())
+        assert [a["status"] for a in answers] == ["accepted", "duplicate"]
+        assert bridge.rows("SELECT event_id FROM events") == [
+            ("adjustment:adj_01jbb0w8f2g3h4j5k6l7z8x9c0:approved",)
+        ]
+    # a pending one is keyed by its event: its approval, later, is a new event
+    pending = json.loads(json.dumps(updated))
+    pending["data"]["status"] = "pending_approval"
+    assert SOURCE.event(pending, {}).id == updated["event_id"]
