@@ -97,6 +97,13 @@ def serve(
     # the port first: a second bridge started on a port in use stops here, before its start-up
     # takes back the claims of the bridge that has it (same host, same port: the same name)
     sock = server_config.bind_socket()
+    # then the store, once, so that one that cannot be opened (PostgreSQL down, a file it may
+    # not write, a schema newer than this bridge) is one clear line, not a start-up traceback
+    try:
+        _run(_with_store(loaded, lambda store: store.ping()))
+    except typer.Exit:
+        sock.close()
+        raise
     _Server(server_config, application.state.bridge).run(sockets=[sock])
 
 

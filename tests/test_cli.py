@@ -414,3 +414,20 @@ def test_deliveries_list_refuses_a_state_there_is_none_of() -> None:
     result = runner.invoke(app, ["deliveries", "list", "--config", EXAMPLE, "--status", "bogus"])
     assert result.exit_code == 2
     assert "'bogus' is not one of" in result.output
+
+
+def test_serve_says_in_one_line_why_its_store_cannot_be_opened(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the database's folder should be")
+    table = tmp_path / "bridge.yaml"
+    table.write_text(table_yaml("http://127.0.0.1:9", blocked / "bridge.db"))
+    port = str(BridgeProcess(table).port)
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "serve", "--config", str(table), "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("storage unavailable: cannot open"), result.stderr
+    assert "Traceback" not in result.stderr
