@@ -257,6 +257,8 @@ def test_replay_signs_and_posts_every_file_then_deliveries_and_redrive(tmp_path:
         sinks.dub_unknown_customers.add("cus_00000000000000")
         bridge = BridgeProcess(path).start()
         try:
+            # where it listens, in its first lines (uvicorn's own say nothing at this level)
+            assert f'"url": "{bridge.url}", "event": "listening"' in bridge.log.read_text()
             files = [
                 str(FIXTURES / n)
                 for n in (
