@@ -98,7 +98,6 @@ def serve(
     # the port first: a second bridge started on a port in use stops here, before its start-up
     # takes back the claims of the bridge that has it (same host, same port: the same name)
     sock = server_config.bind_socket()
-    structlog.get_logger("bridge.cli").info("listening", url=f"http://{host}:{port}")
     # then the store, once, so that one that cannot be opened (PostgreSQL down, a file it may
     # not write, a schema newer than this bridge) is one clear line, not a start-up traceback
     try:
@@ -106,6 +105,7 @@ def serve(
     except typer.Exit:
         sock.close()
         raise
+    structlog.get_logger("bridge.cli").info("listening", url=f"http://{host}:{port}")
     _Server(server_config, application.state.bridge).run(sockets=[sock])
 
 
