@@ -97,6 +97,10 @@ def _transport(concurrency: int, http2: bool) -> httpx.AsyncBaseTransport:
     return Http1Transport(concurrency, answer_limit=ANSWER_LIMIT)
 
 
+def _gave_up(delivery: Delivery, reason: str | None) -> str:
+    return f"gave up after {delivery.attempts + 1} attempts: {reason}"
+
+
 class Worker:
     def __init__(
         self,
@@ -345,17 +349,27 @@ class Worker:
         the policy gives up: an error that comes back every time (after the request was sent,
         perhaps) must not send the same delivery again and again for ever."""
         now = self.clock()
-        policy = self._policies.get(delivery.destination) or RetryPolicy()
-        wait = policy.next_wait(delivery.attempts + 1, now - delivery.window_at, None)
         error = "internal error (see the bridge's log)"
-        if wait is None:
-            status, outcome = Status.DEAD, "dead"
-            error = f"gave up after {delivery.attempts + 1} attempts: {error}"
-            next_at = now
+        retry_at = self._retry_at(delivery, None, soonest=self.settings.poll_interval * 10)
+        if retry_at is None:
+            error = _gave_up(delivery, error)
+            await self._finish(delivery, Status.DEAD, now, "dead", error, bound, next_at=now)
         else:
-            status, outcome = Status.PENDING, "retry"
-            next_at = now + max(wait, self.settings.poll_interval * 10)
-        await self._finish(delivery, status, now, outcome, error, bound, next_at=next_at)
+            await self._finish(
+                delivery, Status.PENDING, now, "retry", error, bound, next_at=retry_at
+            )
+
+    def _retry_at(
+        self, delivery: Delivery, retry_after: float | None, soonest: float | None = None
+    ) -> float | None:
+        """When to try ``delivery`` again, on its destination's policy (at least ``soonest``
+        seconds from now); None when the policy gives up."""
+        now = self.clock()
+        policy = self._policies.get(delivery.destination) or RetryPolicy()
+        wait = policy.next_wait(delivery.attempts + 1, now - delivery.window_at, retry_after)
+        if wait is None:
+            return None
+        return now + (wait if soonest is None else max(wait, soonest))
 
     async def _attempt(self, delivery: Delivery, bound: Any) -> None:
         config = self.pipeline.config
@@ -444,16 +458,11 @@ class Worker:
             status, error = Status.PENDING, outcome.reason
         next_at = self.clock()
         if status is Status.PENDING:
-            policy = self._policies[delivery.destination]
-            now = self.clock()
-            wait = policy.next_wait(
-                delivery.attempts + 1, now - delivery.window_at, outcome.retry_after
-            )
-            if wait is None:
-                status = Status.DEAD
-                error = f"gave up after {delivery.attempts + 1} attempts: {outcome.reason}"
+            retry_at = self._retry_at(delivery, outcome.retry_after)
+            if retry_at is None:
+                status, error = Status.DEAD, _gave_up(delivery, outcome.reason)
             else:
-                next_at = now + wait
+                next_at = retry_at
         await self._finish(
             delivery,
             status,
