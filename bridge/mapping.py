@@ -10,7 +10,6 @@ Two stages, both declarative:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ import jmespath.parser
 import jmespath.visitor
 
 from bridge import money
-from bridge.model import Customer, Item, ProviderEvent, Transaction
+from bridge.model import UNSTORABLE, Customer, Item, ProviderEvent, Transaction
 
 # What routing at ingest needs to know of a transaction (the rest waits for delivery).
 PLAN_FIELDS = frozenset(
@@ -200,7 +199,6 @@ def compile_expression(text: str) -> Expression:
     return Expression(text, _compile(tree))
 
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # what no store (or JSON encoder) can hold
 # the longest transaction id or payment reference kept: ids and references are indexed, and
 # PostgreSQL refuses an index row over about 2.7 KB (500 characters are at most 2,000 bytes)
 MAX_REF = 500
@@ -461,7 +459,7 @@ def _transaction(
             return None
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise fail(name, f"expected text, got {type(value).__name__}")
-        if isinstance(value, str) and _UNSTORABLE.search(value):
+        if isinstance(value, str) and UNSTORABLE.search(value):
             raise fail(name, "not valid text (a NUL or a lone surrogate)")
         return str(value)
 
@@ -550,7 +548,7 @@ def _transaction(
             dict.fromkeys(
                 ref
                 for ref in refs
-                if isinstance(ref, str) and 0 < len(ref) <= MAX_REF and not _UNSTORABLE.search(ref)
+                if isinstance(ref, str) and 0 < len(ref) <= MAX_REF and not UNSTORABLE.search(ref)
             )
         ),
         metadata=metadata,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -120,6 +121,11 @@ class Purchase:
 
     txn_id: str
     customer: Customer
+
+
+# text no store can hold: NUL (PostgreSQL's text refuses it) and lone surrogates (no UTF-8
+# encoder writes them, nor a JSON encoder)
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class Status(enum.StrEnum):

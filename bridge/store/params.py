@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from bridge.model import UNSTORABLE
 from bridge.store.base import Finish, Ingest
 
 EVENT_COLUMNS = ("source", "event_id", "type", "received_at", "payload")
@@ -22,14 +22,10 @@ ATTEMPT_COLUMNS = (
 )
 
 
-# what PostgreSQL's text cannot hold (NUL) and no UTF-8 encoder writes (lone surrogates)
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
 def storable(text: str | None) -> str | None:
     """A destination's words (its error text, an excerpt of its answer) as every store can hold
     them: NUL and lone surrogates become U+FFFD."""
-    return _UNSTORABLE.sub("\ufffd", text) if text else text
+    return UNSTORABLE.sub("\ufffd", text) if text else text
 
 
 def first_of_each(items: list[Ingest]) -> tuple[list[tuple[str, str]], dict[tuple[str, str], int]]:
