@@ -55,6 +55,14 @@ def timestamp(value: str | None, now: float, tolerance: float, name: str) -> int
     return seconds
 
 
+def once_key(what: str, value: object, state: str) -> str | None:
+    """The event key of one thing in one state (``refund:re_1:succeeded``), whichever of the
+    processor's events tell of it, so that it counts once; None without a usable id (the key
+    must fit the store's 255 characters)."""
+    ident = text_id(value)
+    return f"{what}:{ident}:{state}" if ident is not None and len(ident) < 200 else None
+
+
 def text_id(value: object, numbers: bool = False) -> str | None:
     """An id or type as the store keeps it: a non-empty string of at most 255 characters
     (a whole number's digits too when ``numbers``)."""

@@ -87,9 +87,7 @@ class PaddleSource:
             and data.get("action") == "refund"
             and data.get("status") == "approved"
         ):
-            adjustment = common.text_id(data.get("id"))
-            if adjustment is not None and len(adjustment) < 200:
-                event_id = f"adjustment:{adjustment}:approved"
+            event_id = common.once_key("adjustment", data.get("id"), "approved") or event_id
         return ProviderEvent(self.name, event_id, event_type, created, body)
 
     def sign(self, body: bytes, now: float) -> dict[str, str]:

@@ -70,9 +70,8 @@ class PolarSource:
         if not isinstance(data, dict):
             return event
         if event.type in REFUND_EVENTS and data.get("status") == "succeeded":
-            refund_id = common.text_id(data.get("id"))
-            if refund_id is not None and len(refund_id) < 200:
-                key = f"refund:{refund_id}:succeeded"
+            key = common.once_key("refund", data.get("id"), "succeeded")
+            if key is not None:
                 return ProviderEvent(event.source, key, event.type, event.created, event.payload)
         return event
 

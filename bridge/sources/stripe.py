@@ -22,6 +22,7 @@ from stripe import SignatureVerificationError, WebhookSignature
 
 from bridge.config import SourceConfig
 from bridge.model import ProviderEvent
+from bridge.sources import common
 from bridge.sources.base import BadEvent, SignatureError
 
 HEADER = "stripe-signature"
@@ -85,12 +86,10 @@ class StripeSource:
             event_type in REFUND_EVENTS
             and isinstance(refund, dict)
             and refund.get("status") == "succeeded"
-            and isinstance(refund.get("id"), str)
-            and 0 < len(refund["id"]) < 200
         ):
             # refund.created, refund.updated and charge.refund.updated all tell of the same
             # refund once it succeeded: one key for all of them, so that it counts once
-            event_id = f"refund:{refund['id']}:succeeded"
+            event_id = common.once_key("refund", refund.get("id"), "succeeded") or event_id
         return ProviderEvent(self.name, event_id, event_type, created, payload)
 
     def sign(self, body: bytes, now: float) -> dict[str, str]:
