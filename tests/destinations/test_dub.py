@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from openapi_schema_validator import OAS30Validator
@@ -16,17 +17,25 @@ from tests.sinks import _openapi_request_schema
 SALE = OAS30Validator(_openapi_request_schema("dub.openapi.json", "/track/sale"))
 
 
-def dub_body(tmp_path: Path, name: str | None, email: str | None) -> dict[str, object]:
+def pipeline_of(tmp_path: Path) -> Pipeline:
     path = tmp_path / "bridge.yaml"
     path.write_text(table_yaml("http://127.0.0.1:9", tmp_path / "bridge.db"))
-    pipeline = Pipeline(config.load(path))
+    return Pipeline(config.load(path))
+
+
+def body_of(pipeline: Pipeline, payload: dict[str, Any]) -> dict[str, Any]:
+    """The body Dub would be sent for this Stripe event, through its first route."""
+    event = pipeline.sources["stripe"].event(payload, {})
+    txn = pipeline.transaction(pipeline.routes_for(event)[0], event)
+    body: dict[str, Any] = json.loads(pipeline.destinations["dub"].request(txn, event).content)
+    return body
+
+
+def dub_body(tmp_path: Path, name: str | None, email: str | None) -> dict[str, Any]:
     payload = fixture("invoice.paid.json")
     payload["data"]["object"]["customer_name"] = name
     payload["data"]["object"]["customer_email"] = email
-    event = pipeline.sources["stripe"].event(payload, {})
-    txn = pipeline.transaction(pipeline.routes_for(event)[0], event)
-    body: dict[str, object] = json.loads(pipeline.destinations["dub"].request(txn, event).content)
-    return body
+    return body_of(pipeline_of(tmp_path), payload)
 
 
 @pytest.mark.parametrize(
@@ -60,20 +69,14 @@ def test_a_checkout_from_a_dub_link_sends_its_click_not_as_the_customer(
 ) -> None:
     """Dub's checkout set-up puts dub_id_<click id> in client_reference_id: Dub takes the click
     as clickId; the customer is Stripe's, else the buyer's email."""
-    path = tmp_path / "bridge.yaml"
-    path.write_text(table_yaml("http://127.0.0.1:9", tmp_path / "bridge.db"))
-    pipeline = Pipeline(config.load(path))
+    pipeline = pipeline_of(tmp_path)
     payload = fixture("checkout.session.completed.payment_mode.json")
     payload["data"]["object"]["client_reference_id"] = "dub_id_Ab3xYz9QkLm"
     payload["data"]["object"]["customer"] = customer
-    event = pipeline.sources["stripe"].event(payload, {})
-    txn = pipeline.transaction(pipeline.routes_for(event)[0], event)
-    body = json.loads(pipeline.destinations["dub"].request(txn, event).content)
+    body = body_of(pipeline, payload)
     assert sorted(SALE.iter_errors(body), key=str) == []
     assert (body["clickId"], body["customerExternalId"]) == ("Ab3xYz9QkLm", external_id)
     # any other client_reference_id is the customer's own id, as before
     payload["data"]["object"]["client_reference_id"] = "user_42"
-    event = pipeline.sources["stripe"].event(payload, {})
-    txn = pipeline.transaction(pipeline.routes_for(event)[0], event)
-    body = json.loads(pipeline.destinations["dub"].request(txn, event).content)
+    body = body_of(pipeline, payload)
     assert body["customerExternalId"] == "user_42" and "clickId" not in body
