@@ -3,7 +3,7 @@
 Redaction is the last processor, on the rendered line: every configured secret
 (signing secrets, API keys, the admin token) is replaced by ``***`` wherever it
 appears, as it is or escaped as the renderer writes it (JSON's and ``repr``'s
-escapes), in a value, a key, a traceback or the ``repr`` of an object: one
+escapes, once or twice), in a value, a key, a traceback or the ``repr`` of an object: one
 substitution per line, whatever the line holds.
 """
 
@@ -44,16 +44,21 @@ def set_secrets(secrets: Iterable[str]) -> None:
     _SECRETS = _pattern(_FORMS)
 
 
+def _escaped(text: str) -> set[str]:
+    return {
+        text,
+        json.dumps(text)[1:-1],
+        json.dumps(text, ensure_ascii=False)[1:-1],
+        repr(text)[1:-1],
+    }
+
+
 def _forms(secret: str) -> set[str]:
     """How ``secret`` can be written in a rendered line: as it is, JSON-escaped (ASCII-only or
-    not) and ``repr``-escaped. Escaping is per character, so a secret inside a longer value is
-    escaped exactly as it is alone."""
-    return {
-        secret,
-        json.dumps(secret)[1:-1],
-        json.dumps(secret, ensure_ascii=False)[1:-1],
-        repr(secret)[1:-1],
-    }
+    not) and ``repr``-escaped, once or twice (a ``repr`` inside a value the renderer escapes
+    again: a traceback's ``KeyError: '...'``, a dataclass, a list in the console). Escaping is
+    per character, so a secret inside a longer value is escaped exactly as it is alone."""
+    return {twice for once in _escaped(secret) for twice in _escaped(once)}
 
 
 def redact_line(_logger: WrappedLogger, _method: str, line: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sys
@@ -88,3 +89,24 @@ def test_secrets_are_masked_however_the_renderer_escapes_them() -> None:
     assert "qu" not in text and "\\u00e9" not in text
     console = _lines("console", [AWKWARD], emit)
     assert "qu" not in console and "\u00e9" not in console and "***" in console
+
+
+def test_a_secret_in_a_repr_inside_a_rendered_line_is_masked_too() -> None:
+    """A traceback's ``KeyError: '...'``, an exception's text or a dataclass's ``repr`` hold
+    the secret ``repr``-escaped, and the renderer escapes that again (JSON, or ``repr`` of a
+    list in the console): a secret with a backslash, a tab or both quotes was left whole."""
+
+    @dataclasses.dataclass
+    class Held:
+        secret: str
+
+    def emit(log: Any) -> None:
+        log.info("one", obj=Held(AWKWARD), reasons=[f"refused {AWKWARD!r}"])
+        try:
+            {}[AWKWARD]
+        except KeyError:
+            log.exception("two")
+
+    for fmt in ("json", "console"):
+        text = _lines(fmt, [AWKWARD], emit)
+        assert "qu" not in text and "***" in text, text
