@@ -37,6 +37,17 @@ def mask(text: str, secrets: tuple[str, ...]) -> str:
     return pattern.sub("***", text) if pattern is not None else text
 
 
+CUT = 4  # a secret's first characters, this many or more, ending a text that was cut
+
+
+def mask_cut(text: str, secrets: tuple[str, ...]) -> str:
+    """``mask``, and a secret's beginning at the end of ``text`` too: a text cut to a length
+    (a destination's words) can end inside a secret, where no mask of the whole one finds it."""
+    text = mask(text, secrets)
+    cut = max((n for s in secrets for n in range(CUT, len(s)) if text.endswith(s[:n])), default=0)
+    return text[:-cut] + "***" if cut else text
+
+
 def set_secrets(secrets: Iterable[str]) -> None:
     """Mask these in every log line."""
     global _SECRETS, _FORMS

@@ -26,7 +26,7 @@ import structlog
 from bridge import mapping, metrics
 from bridge.destinations.base import Outcome, Skipped
 from bridge.destinations.common import text as answer_text
-from bridge.logging import mask
+from bridge.logging import mask, mask_cut
 from bridge.model import Attempt, Delivery, ProviderEvent, Status
 from bridge.pipeline import Pipeline, purchase_refs
 from bridge.ratelimit import RateLimit
@@ -495,7 +495,7 @@ class Worker:
         the timeout or the connection error), which is its latency; else the time spent."""
         now = self.clock()
         secrets = self.pipeline.config.secrets()
-        error = mask(error, secrets) if error else None
+        error = mask_cut(error, secrets) if error else None
         attempt = Attempt(
             delivery_id=delivery.id,
             started_at=started,
@@ -503,7 +503,7 @@ class Worker:
             outcome=outcome,
             status_code=status_code,
             error=error,
-            response_excerpt=mask(excerpt, secrets) if excerpt else None,
+            response_excerpt=mask_cut(excerpt, secrets) if excerpt else None,
         )
         finish = Finish(delivery.id, self.worker_id, status, next_at or now, attempt, error)
         recorded = await self.store.finish(finish, now)

@@ -146,6 +146,36 @@ def test_4xx_is_dead_at_once_with_the_destination_error_text(tmp_path: Path) -> 
     run(tmp_path, handler, scenario)
 
 
+def test_an_api_key_the_answer_quotes_where_its_excerpt_is_cut_is_masked_whole(
+    tmp_path: Path,
+) -> None:
+    """The destination's words are cut to a length (500 characters) before they are masked:
+    an API key quoted across the cut was left as its first characters, which no mask of the
+    whole key finds, in the log line, the stored error and the attempt's excerpt."""
+    key = "tolk_sec_test"  # the shop's API key in the test table
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/ecommerce/track"):
+            return httpx.Response(401, text="x" * 490 + f"{key} is not a valid key")
+        return ok(request)
+
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json")
+        with structlog.testing.capture_logs() as logs:
+            await h.worker.drain()
+        shop = await h.delivery("shop")
+        assert shop.status is Status.DEAD
+        got = await h.store.get(shop.id)
+        assert got is not None
+        [tried] = got[1]
+        logged = [line["error"] for line in logs if line.get("destination") == "shop"]
+        for text in [shop.last_error, tried.error, tried.response_excerpt, *logged]:
+            assert text is not None and text.endswith("x***"), text
+            assert key[:6] not in text
+
+    run(tmp_path, handler, scenario)
+
+
 def test_5xx_is_retried_then_delivered_once(tmp_path: Path) -> None:
     answers = [503, 502, 200]
 
