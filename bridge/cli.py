@@ -92,6 +92,7 @@ def serve(
         host=host,
         port=port,
         log_level="warning",
+        log_config=None,  # its lines go through bridge.logging's handler (JSON, masked)
         access_log=False,
         timeout_graceful_shutdown=int(loaded.delivery.shutdown_grace) + 5,
     )

@@ -101,17 +101,30 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     printer = structlog.PrintLogger(_Stderr())  # type: ignore[arg-type]
+    before: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    after: list[Any] = [
+        renderer,
+        redact_line,  # the whole rendered line: values, keys, tracebacks, reprs
+    ]
+    threshold = logging.getLevelNamesMapping()[level.upper()]
+    # the standard logging module's lines (uvicorn's, the libraries' warnings) the same way
+    handler = logging.StreamHandler(_Stderr())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=before,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *after],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(max(threshold, logging.WARNING))
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-            redact_line,  # the whole rendered line: values, keys, tracebacks, reprs
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        processors=[*before, *after],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         # one printer for every logger: a bound logger is made for each line (loggers are not
         # cached, so that configure() applies to loggers already used), a printer need not be
         logger_factory=lambda *args: printer,

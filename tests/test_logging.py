@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -110,3 +111,17 @@ def test_a_secret_in_a_repr_inside_a_rendered_line_is_masked_too() -> None:
     for fmt in ("json", "console"):
         text = _lines(fmt, [AWKWARD], emit)
         assert "qu" not in text and "***" in text, text
+
+
+def test_other_libraries_lines_are_rendered_and_masked_like_the_bridges_own() -> None:
+    """uvicorn's and the libraries' warnings go through the standard logging module: in JSON
+    they are JSON lines too (a log shipper parses every line), and masked like every line."""
+
+    def emit(log: Any) -> None:
+        logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+        logging.getLogger("psycopg.pool").warning("error connecting: password whsec_77 refused")
+
+    text = _lines("json", ["whsec_77"], emit)
+    first, second = (json.loads(line) for line in text.splitlines())
+    assert first["event"] == "Invalid HTTP request received." and first["level"] == "warning"
+    assert second["event"] == "error connecting: password *** refused"
