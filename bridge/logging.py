@@ -44,7 +44,14 @@ def mask_cut(text: str, secrets: tuple[str, ...]) -> str:
     """``mask``, and a secret's beginning at the end of ``text`` too: a text cut to a length
     (a destination's words) can end inside a secret, where no mask of the whole one finds it."""
     text = mask(text, secrets)
-    cut = max((n for s in secrets for n in range(CUT, len(s)) if text.endswith(s[:n])), default=0)
+    cut = 0  # the longest beginning of a secret (CUT or more characters, not all) ending text
+    for secret in secrets:
+        at = text.find(secret[:CUT], max(len(text) - len(secret) + 1, 0))
+        while at != -1 and len(secret) > CUT:
+            if secret.startswith(text[at:]):  # the earliest such place is the longest
+                cut = max(cut, len(text) - at)
+                break
+            at = text.find(secret[:CUT], at + 1)
     return text[:-cut] + "***" if cut else text
 
 
