@@ -40,7 +40,7 @@ class StripeSource:
         self._secrets = [secret.get_secret_value() for secret in config.signing_secrets]
 
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> None:
-        header = headers.get(HEADER)
+        header = common.header(headers, HEADER)
         if not header:
             raise SignatureError("missing Stripe-Signature header")
         if len(header) > 4096:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bridge.sources.stripe import _parse
@@ -37,3 +39,16 @@ def test_a_checkout_is_counted_when_it_was_paid_not_when_the_session_opened() ->
     payload = fixture("stripe", "checkout.session.completed.json")
     payload["data"]["object"]["created"] = payload["created"] - 3 * 86400  # opened days before
     assert transaction(stripe, payload).occurred_at == payload["created"]
+
+
+def test_the_signature_header_is_found_whatever_the_case_of_its_name() -> None:
+    # Stripe sends "Stripe-Signature"; HTTP header names are case-insensitive, and the Source
+    # protocol takes any Mapping (sign's own headers, a plain dict), as every other source does
+    from tests.conftest import SECRET, stripe_headers
+    from tests.sources.support import fixture_bytes, make
+
+    stripe = make("stripe", (SECRET,))
+    body = fixture_bytes("stripe", "invoice.paid.json")
+    now = time.time()
+    stripe.verify(body, stripe_headers(body, SECRET, int(now)), now)
+    stripe.verify(body, stripe.sign(body, now), now)
