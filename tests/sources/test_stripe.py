@@ -52,3 +52,21 @@ def test_the_signature_header_is_found_whatever_the_case_of_its_name() -> None:
     now = time.time()
     stripe.verify(body, stripe_headers(body, SECRET, int(now)), now)
     stripe.verify(body, stripe.sign(body, now), now)
+
+
+def test_the_tolerance_is_checked_against_the_time_verify_is_given() -> None:
+    # Stripe's scheme: t= is the signing time; a receiver compares it with its own clock
+    # (https://docs.stripe.com/webhooks#replay-attacks). The bridge's clock is `now`: the stripe
+    # package must not check it again against time.time()
+    from bridge.sources.base import SignatureError
+    from tests.conftest import SECRET, stripe_headers
+    from tests.sources.support import fixture_bytes, make
+
+    stripe = make("stripe", (SECRET,))
+    body = fixture_bytes("stripe", "invoice.paid.json")
+    then = 1_700_000_000
+    stripe.verify(body, stripe_headers(body, SECRET, then), then + 300)
+    with pytest.raises(SignatureError, match="too old"):
+        stripe.verify(body, stripe_headers(body, SECRET, then), then + 301)
+    with pytest.raises(SignatureError, match="no signature matches"):
+        stripe.verify(body, stripe_headers(body, "whsec_not_ours", then), then)
