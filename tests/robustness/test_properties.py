@@ -59,8 +59,7 @@ def as_headers(pairs: list[tuple[bytes, bytes]]) -> Headers:
 
 
 def now_for(kind: str, fraction: float) -> float:
-    # the stripe package checks a stale timestamp against its own clock: give it the real one
-    return time.time() if kind == "stripe" else NOW + fraction
+    return NOW + fraction
 
 
 # --- verifiers -----------------------------------------------------------------------------------
