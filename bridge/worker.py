@@ -177,10 +177,15 @@ class Worker:
             if started:
                 continue
             timeout = self.settings.poll_interval
-            with contextlib.suppress(StoreUnavailable):
+            try:
                 due = await self.store.next_due(list(self.pipeline.config.destinations))
-                if due is not None:
-                    timeout = min(timeout, max(0.0, due - self.clock()))
+            except StoreUnavailable:
+                due = None
+            except Exception:  # as a round's: the worker polls instead
+                log.exception("could not ask when the next delivery is due; will poll")
+                due = None
+            if due is not None:
+                timeout = min(timeout, max(0.0, due - self.clock()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=max(timeout, 0.005))
 
@@ -239,6 +244,9 @@ class Worker:
             pruned = await self.store.prune(now - retention.events, now - retention.purchases)
         except StoreUnavailable as exc:
             log.warning("pruning failed; will try again", error=str(exc))
+            return 0
+        except Exception:  # the worker must outlive it, as it outlives a bad round
+            log.exception("pruning failed; will try again")
             return 0
         if pruned:
             log.info("pruned old events", count=pruned)

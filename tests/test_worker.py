@@ -564,3 +564,49 @@ def test_the_default_worker_name_is_the_host_and_port_unless_one_is_set(
     assert worker.default_worker_id(8000).endswith(":8000")
     monkeypatch.setenv("BRIDGE_WORKER_ID", "replica-a")
     assert worker.default_worker_id(8000) == "replica-a"
+
+
+def test_the_worker_outlives_an_unexpected_error_in_pruning_or_in_asking_what_is_due(
+    tmp_path: Path,
+) -> None:
+    """A store error other than "unavailable" while pruning or while asking when the next
+    delivery is due is logged and tried again; it never ends the worker, which /readyz would
+    then report as not running until a restart, with nothing delivered meanwhile."""
+
+    async def scenario(h: Harness) -> None:
+        failures = {"prune": 1, "next_due": 2}
+
+        def failing(name: str) -> Any:
+            real = getattr(h.store, name)
+
+            async def call(*args: Any) -> Any:
+                if failures[name]:
+                    failures[name] -= 1
+                    raise sqlite3.DatabaseError(f"{name}: database disk image is malformed")
+                return await real(*args)
+
+            return call
+
+        h.store.prune = failing("prune")  # type: ignore[method-assign]
+        h.store.next_due = failing("next_due")  # type: ignore[method-assign]
+        h.worker.settings = h.worker.settings.model_copy(update={"poll_interval": 0.01})
+        with structlog.testing.capture_logs() as logs:
+            task = asyncio.create_task(h.worker.run())
+            try:
+                await h.ingest("invoice.paid.json")
+                h.worker.wake.set()
+                started = time.monotonic()
+                while len(h.sent) < 4 and time.monotonic() - started < 5 and not task.done():
+                    await asyncio.sleep(0.01)
+                assert not task.done(), task.exception()
+                assert len(h.sent) == 4
+            finally:
+                await h.worker.stop(grace=1)
+                await task
+        assert failures == {"prune": 0, "next_due": 0}
+        failed = [line["event"] for line in logs if line["log_level"] == "error"]
+        assert failed == ["pruning failed; will try again"] + [
+            "could not ask when the next delivery is due; will poll"
+        ] * 2
+
+    run(tmp_path, ok, scenario)
