@@ -186,6 +186,12 @@ class SQLiteStore:
             for migration in todo:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute(_VERSIONS)
+                # another process opening the file at the same time may have applied it since
+                # the version was read: the write lock is ours now, so read it again
+                done = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+                if done is not None and done >= migration.version:
+                    conn.execute("COMMIT")
+                    continue
                 for statement in _statements(migration.sql):
                     conn.execute(statement)
                 conn.execute(

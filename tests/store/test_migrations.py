@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,31 @@ def test_a_newer_schema_is_refused(url: str) -> None:
             conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (999, 0)")
     with pytest.raises(StoreUnavailable, match="newer than this bridge"):
         open_close(url, migrate=True)
+
+
+def test_two_processes_opening_a_new_sqlite_file_at_once_both_start(tmp_path: Path) -> None:
+    """Both read the version before either migrates; the second must not apply it again."""
+    path = tmp_path / "m.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode = WAL")
+    holder.execute("BEGIN IMMEDIATE")  # another writer: both bridges read, then wait for it
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            open_close(f"sqlite:///{path}", migrate=True)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # both have read no version and wait for the write lock
+    holder.execute("ROLLBACK")
+    holder.close()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with sqlite3.connect(path) as conn:
+        versions = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY 1")]
+    assert versions == list(range(1, latest("sqlite") + 1))
