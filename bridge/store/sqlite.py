@@ -47,6 +47,7 @@ _VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_version "
     "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
 )
+_VERSIONS_APPLIED_AT = "ALTER TABLE schema_version ADD COLUMN applied_at REAL NOT NULL DEFAULT 0"
 
 
 def _statements(script: str) -> list[str]:
@@ -186,6 +187,11 @@ class SQLiteStore:
             for migration in todo:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute(_VERSIONS)
+                # the first bridges' table, from before versioned migrations, holds the version
+                # alone (its schema is 0001's)
+                columns = {row["name"] for row in conn.execute("PRAGMA table_info(schema_version)")}
+                if "applied_at" not in columns:
+                    conn.execute(_VERSIONS_APPLIED_AT)
                 # another process opening the file at the same time may have applied it since
                 # the version was read: the write lock is ours now, so read it again
                 done = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]

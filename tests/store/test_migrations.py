@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from bridge.cli import app
 from bridge.store import StoreUnavailable, connect
-from bridge.store.migrations import SchemaError, latest
+from bridge.store.migrations import SchemaError, latest, migrations
 from tests.conftest import table_yaml
+from tests.store.test_store import ingest_of
 
 
 def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -96,3 +97,34 @@ def test_two_processes_opening_a_new_sqlite_file_at_once_both_start(tmp_path: Pa
     with sqlite3.connect(path) as conn:
         versions = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY 1")]
     assert versions == list(range(1, latest("sqlite") + 1))
+
+
+def test_a_sqlite_database_from_before_versioned_migrations_is_migrated(tmp_path: Path) -> None:
+    """The first bridges made 0001's tables with a schema_version of (version) alone."""
+    path = tmp_path / "m.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(migrations("sqlite")[0].sql)
+        conn.executescript(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+            "INSERT INTO schema_version (version) VALUES (1);"
+            "INSERT INTO events (source, event_id, type, received_at, payload)"
+            " VALUES ('stripe', 'evt_old', 'invoice.paid', 1, '{}');"
+            "INSERT INTO deliveries (event_pk, route, destination, order_key, status, next_at,"
+            " created_at, updated_at, window_at) VALUES (1, 0, 'dub', 'in_old', 'pending', 1, 1,"
+            " 1, 1);"
+        )
+    url = f"sqlite:///{path}"
+
+    async def run() -> None:
+        store = connect(url, migrate=True)
+        await store.open()
+        try:
+            [old] = await store.claim("dub", 10, 2.0, 30.0, "w1")
+            assert (old.event_id, old.order_key) == ("evt_old", "in_old")
+            assert await store.ingest(ingest_of("evt_new"), 3.0)
+            assert await store.counts() == {"in_flight": 1, "pending": 1}
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    open_close(url, migrate=False)  # at the latest version now
