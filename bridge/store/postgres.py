@@ -138,17 +138,25 @@ class PostgresStore:
     async def _migrate(self) -> None:
         async with self._tx() as conn:
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version "
-                "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
-            )
+            # read first, create only what is missing: a user without CREATE rights on the
+            # schema (tables migrated by their owner) opens a database that is up to date
             row = await (
-                await conn.execute("SELECT MAX(version) AS v FROM schema_version")
+                await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL AS found")
             ).fetchone()
-            current = row["v"] if row else None
+            current = None
+            if row and row["found"]:
+                row = await (
+                    await conn.execute("SELECT MAX(version) AS v FROM schema_version")
+                ).fetchone()
+                current = row["v"] if row else None
             todo = pending("postgres", current)
             if todo and not self.auto_migrate:
                 raise behind("postgres", current)
+            if todo:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version "
+                    "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+                )
             for migration in todo:
                 await conn.execute(migration.sql.encode())
                 await conn.execute(

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,42 @@ def test_a_sqlite_database_from_before_versioned_migrations_is_migrated(tmp_path
 
     asyncio.run(run())
     open_close(url, migrate=False)  # at the latest version now
+
+
+@pytest.fixture
+def pg_app_url(pg_url: str) -> Iterator[str]:
+    """``pg_url``'s database as a role that may read and write its tables but create nothing
+    (PostgreSQL 15's public schema takes no CREATE from others than its owner)."""
+    import uuid
+
+    import psycopg
+
+    role = f"app_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role}")
+        conn.execute(
+            f"ALTER DEFAULT PRIVILEGES GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}"
+        )
+        conn.execute(f"ALTER DEFAULT PRIVILEGES GRANT USAGE ON SEQUENCES TO {role}")
+    yield pg_url.replace("//bridge@", f"//{role}@", 1)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"DROP OWNED BY {role}")
+        conn.execute(f"DROP ROLE {role}")
+
+
+def test_postgres_a_role_without_create_rights_opens_a_migrated_database(
+    pg_url: str, pg_app_url: str
+) -> None:
+    open_close(pg_url, migrate=True)  # by the tables' owner (`bridge migrate`)
+
+    async def run(migrate: bool) -> None:
+        store = connect(pg_app_url, migrate=migrate)
+        await store.open()
+        try:
+            assert await store.ingest(ingest_of(f"evt_{migrate}"), 1.0)
+        finally:
+            await store.close()
+
+    asyncio.run(run(migrate=False))
+    asyncio.run(run(migrate=True))  # nothing to apply: nothing to create
