@@ -129,6 +129,10 @@ class PostgresStore:
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}"[:300]) from None
         try:
             await self._migrate()
+        except psycopg.Error as exc:  # no right to create, no schema to create in, ...
+            await self._pool.close()
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StoreUnavailable(f"cannot migrate the schema: {message}"[:300]) from None
         except BaseException:
             await self._pool.close()
             raise

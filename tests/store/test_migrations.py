@@ -168,3 +168,20 @@ def test_postgres_a_role_without_create_rights_opens_a_migrated_database(
 
     asyncio.run(run(migrate=False))
     asyncio.run(run(migrate=True))  # nothing to apply: nothing to create
+
+
+def test_postgres_a_migration_the_role_may_not_make_is_one_line(
+    pg_app_url: str, tmp_path: Path
+) -> None:
+    table = tmp_path / "bridge.yaml"
+    table.write_text(table_yaml("http://127.0.0.1:9", tmp_path / "unused.db"))
+    for command in ("migrate", "deliveries"):
+        args = [command, "--config", str(table)]
+        if command == "deliveries":
+            args.insert(1, "list")
+        result = CliRunner().invoke(app, args, env={"BRIDGE_DATABASE_URL": pg_app_url})
+        assert result.exit_code == 1
+        assert isinstance(result.exception, SystemExit), result.exception
+        assert result.stderr.strip().splitlines() == [
+            "storage unavailable: cannot migrate the schema: permission denied for schema public"
+        ]
