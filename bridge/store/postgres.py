@@ -120,6 +120,14 @@ class PostgresStore:
         self._listeners.append(callback)
 
     async def open(self) -> None:
+        # one connection first: a refused login or a missing database is the server's reason,
+        # at once, where the pool would wait its ten seconds and say it has no connection
+        try:
+            first = await psycopg.AsyncConnection.connect(self.url, connect_timeout=3)
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise StoreUnavailable(f"cannot reach PostgreSQL: {reason}"[:300]) from None
+        await first.close()
         try:
             await self._pool.open(wait=True, timeout=10)
         except psycopg.Error as exc:

@@ -185,3 +185,18 @@ def test_postgres_a_migration_the_role_may_not_make_is_one_line(
         assert result.stderr.strip().splitlines() == [
             "storage unavailable: cannot migrate the schema: permission denied for schema public"
         ]
+
+
+def test_postgres_a_database_that_refuses_the_connection_says_why(pg_url: str) -> None:
+    """A missing database (or a refused login) is the server's own reason, at once: the pool
+    would wait its ten seconds and say only that it has no connection."""
+    missing = pg_url.rsplit("/", 1)[0] + "/no_such_database"
+
+    async def run() -> None:
+        store = connect(missing)
+        with pytest.raises(StoreUnavailable) as refused:
+            await store.open()
+        assert 'database "no_such_database" does not exist' in str(refused.value)
+        assert "pool" not in str(refused.value)
+
+    asyncio.run(run())
