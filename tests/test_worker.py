@@ -605,8 +605,10 @@ def test_the_worker_outlives_an_unexpected_error_in_pruning_or_in_asking_what_is
                 await task
         assert failures == {"prune": 0, "next_due": 0}
         failed = [line["event"] for line in logs if line["log_level"] == "error"]
-        assert failed == ["pruning failed; will try again"] + [
-            "could not ask when the next delivery is due; will poll"
-        ] * 2
+        assert (
+            failed
+            == ["pruning failed; will try again"]
+            + ["could not ask when the next delivery is due; will poll"] * 2
+        )
 
     run(tmp_path, ok, scenario)
