@@ -34,7 +34,7 @@ QUEUE_DEPTH = Gauge(
 )
 OLDEST_PENDING = Gauge(
     "bridge_oldest_pending_age_seconds",
-    "Age of the oldest unfinished delivery, by destination.",
+    "Age of the oldest unfinished delivery (since its creation or last redrive), by destination.",
     ["destination"],
 )
 DEAD = Gauge(
@@ -54,7 +54,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 def set_queue(
     queue: dict[str, tuple[int, float | None]], dead: dict[str, int], destinations: list[str]
 ) -> None:
-    """Gauges from the store's view: (depth, oldest created_at) and dead count per destination."""
+    """Gauges from the store's view: (depth, when the oldest began waiting) and dead count
+    per destination."""
     now = time.time()
     for name in destinations:
         depth, oldest = queue.get(name, (0, None))

@@ -121,7 +121,8 @@ class Store(Protocol):
     async def counts(self) -> dict[str, int]: ...
 
     async def queue(self) -> dict[str, QueueStats]:
-        """Per destination: unfinished deliveries, the oldest one's creation, dead ones."""
+        """Per destination: unfinished deliveries, when the oldest one began waiting (its
+        creation, or its last redrive), dead ones."""
 
     async def events(self, limit: int = 100) -> list[StoredEvent]:
         """The newest events, with how many deliveries each has in each status."""

@@ -230,7 +230,7 @@ DELETE FROM refund_totals WHERE updated_at < %(before)s;
 
 -- name: queue
 SELECT destination, COUNT(*) FILTER (WHERE status IN ('pending', 'in_flight')) AS depth,
-       MIN(created_at) FILTER (WHERE status IN ('pending', 'in_flight')) AS oldest,
+       MIN(window_at) FILTER (WHERE status IN ('pending', 'in_flight')) AS oldest,
        COUNT(*) FILTER (WHERE status = 'dead') AS dead
 FROM deliveries WHERE status IN ('pending', 'in_flight', 'dead')  -- by index: not every row
 GROUP BY destination;

@@ -136,10 +136,11 @@ DELETE FROM payment_refs WHERE created_at < :before;
 DELETE FROM refund_totals WHERE updated_at < :before;
 
 -- name: queue
--- the unfinished from deliveries_due alone (it holds created_at), the dead by deliveries_status
+-- the unfinished from deliveries_due alone (it holds window_at: the creation or the last
+-- redrive), the dead by deliveries_status
 SELECT destination, SUM(depth) AS depth, MIN(oldest) AS oldest, SUM(dead) AS dead
 FROM (
-    SELECT destination, COUNT(*) AS depth, MIN(created_at) AS oldest, 0 AS dead
+    SELECT destination, COUNT(*) AS depth, MIN(window_at) AS oldest, 0 AS dead
     FROM deliveries INDEXED BY deliveries_due
     WHERE status IN ('pending', 'in_flight')
     GROUP BY destination
