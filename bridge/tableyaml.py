@@ -15,6 +15,8 @@ import yaml
 Path = tuple[str | int, ...]
 
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+# far more values than any table holds; aliases (``*name``) could expand a small file past it
+MAX_VALUES = 100_000
 
 
 class TableSyntaxError(ValueError):
@@ -47,16 +49,25 @@ def load_table(text: str) -> LoadedTable:
         raise TableSyntaxError(line, f"not valid YAML: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
         raise TableSyntaxError(1, f"not valid YAML: {exc}") from None
+    except RecursionError:
+        raise TableSyntaxError(1, "not valid YAML: nested too deeply") from None
     table = LoadedTable(data=None)
     if root is None:
         table.data = {}
         return table
-    table.data = _build(root, (), table.lines)
+    try:
+        table.data = _build(root, (), table.lines)
+    except RecursionError:
+        raise TableSyntaxError(1, "nested too deeply (or an alias within itself)") from None
     return table
 
 
 def _build(node: yaml.Node, path: Path, lines: dict[Path, int]) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
+    if len(lines) > MAX_VALUES:
+        raise TableSyntaxError(
+            node.start_mark.line + 1, f"more than {MAX_VALUES} values (aliases expanding?)"
+        )
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:

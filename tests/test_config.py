@@ -474,6 +474,31 @@ def test_tableyaml_empty_text_is_an_empty_mapping() -> None:
     assert tableyaml.load_table("# only a comment\n").data == {}
 
 
+def test_tableyaml_aliases_expand_but_not_without_end() -> None:
+    assert tableyaml.load_table("a: &all [x, y]\nb: *all\n").data == {
+        "a": ["x", "y"],
+        "b": ["x", "y"],
+    }
+    # ten aliases of ten aliases of ... : 10**7 values from seven lines
+    text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]\n" for n in range(1, 7)
+    )
+    with pytest.raises(tableyaml.TableSyntaxError) as info:
+        tableyaml.load_table(text)
+    assert "more than 100000 values" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["sources: &s\n  x: *s\n", "a: " + "[" * 5000 + "]" * 5000 + "\n"],
+    ids=["alias within itself", "deep"],
+)
+def test_tableyaml_nesting_without_end_is_a_syntax_error(tmp_path: Path, text: str) -> None:
+    line, key, message = only_problem(write(tmp_path, text))
+    assert (line, key) == (1, "(yaml)")
+    assert "nested too deeply" in message
+
+
 def test_dry_run_true_is_a_bool(tmp_path: Path) -> None:
     config = load(write(tmp_path, BASE.replace("api_key: dub_key_123", "dry_run: true")))
     assert config.destinations["dub"].dry_run is True
