@@ -418,6 +418,9 @@ def _interpolate(value: Any, path: tableyaml.Path, errors: list[tuple[tableyaml.
             errors.append((path, f"environment variable {name} is not set"))
         return ""
 
+    if "${" in _ENV.sub("", value):
+        # a typo such as ${VAR (no brace) or ${VAR:default} would be taken as written
+        errors.append((path, "a ${ that is not ${VAR} or ${VAR:-default}"))
     return _ENV.sub(replace, value)
 
 

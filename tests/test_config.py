@@ -227,6 +227,18 @@ def test_unset_variable_is_named(tmp_path: Path) -> None:
     assert [(line, key) for line, key, _ in found[1:]] == [(4, "sources.stripe.signing_secrets")]
 
 
+@pytest.mark.parametrize(
+    "reference", ["${BRIDGE_TEST_VALUE", "${BRIDGE_TEST_VALUE:default}", "${BRIDGE-TEST}", "${}"]
+)
+def test_a_malformed_variable_reference_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: str
+) -> None:
+    # taken as written, it would be the API key itself
+    monkeypatch.setenv("BRIDGE_TEST_VALUE", "from-the-environment")
+    path = write(tmp_path, BASE.replace("dub_key_123", f'"{reference}"'))
+    assert_only(path, 8, "destinations.dub.api_key", "a ${ that is not ${VAR}")
+
+
 def test_unset_variable_for_api_key(tmp_path: Path) -> None:
     path = write(tmp_path, BASE.replace("dub_key_123", '"${BRIDGE_TEST_UNSET}"'))
     found = problems(path)
