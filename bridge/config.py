@@ -472,6 +472,11 @@ def _storage_problem(url: str) -> str | None:
                 f"{where}PostgreSQL, but psycopg is not installed: "
                 "pip install 'payment-webhook-bridge[postgres]'"
             )
+        try:
+            urllib.parse.urlsplit(url)  # the secrets' reading of it, below
+        except ValueError:
+            # not the error's text: it can quote the URL, password and all
+            return f"{where}not a valid URL (postgresql://user:password@host:port/database)"
         return None
     scheme = url.split(":", 1)[0] if ":" in url else url
     return f"{where}unsupported scheme {scheme[:20]!r} (sqlite:///path or postgresql://...)"

@@ -592,6 +592,23 @@ def test_bridge_database_url_overrides_storage_url(
     assert config.database_url == f"sqlite:///{target}"
 
 
+@pytest.mark.parametrize("where", ["table", "environment"])
+def test_a_postgresql_url_that_is_not_a_url_is_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    url = "postgresql://bridge:pg_password_1@[::1/bridge"
+    if where == "environment":
+        monkeypatch.setenv("BRIDGE_DATABASE_URL", url)
+        path = write(tmp_path, BASE)
+        line, key, message = only_problem(path)
+        assert (line, key) == (1, "storage.url")
+        assert message.startswith("BRIDGE_DATABASE_URL: not a valid URL")
+    else:
+        path = write(tmp_path, BASE + f"storage:\n  url: '{url}'\n")
+        assert_only(path, 13, "storage.url", "not a valid URL")
+    assert "pg_password_1" not in "\n".join(m for _, _, m in problems(path))
+
+
 # --- secrets -------------------------------------------------------------------------------
 
 SECRETS_TABLE = """\
