@@ -212,7 +212,12 @@ class DestinationConfig(_Model):
     def _defaults_and_secrets(self) -> DestinationConfig:
         if not self.base_url:
             object.__setattr__(self, "base_url", self.DEFAULT_BASE_URL)
-        if not re.match(r"^https?://[^/\s]+", self.base_url):
+        try:
+            port = urllib.parse.urlsplit(self.base_url).port  # raises if it is not a port
+        except ValueError:
+            port = -1
+        valid = port != -1 and re.match(r"^https?://[^/\s]+", self.base_url) is not None
+        if not valid:
             raise ValueError(f"base_url must be an http(s) URL, got {self.base_url[:60]!r}")
         if self.rate_limit is None and self.DEFAULT_RATE_LIMIT is not None:
             object.__setattr__(self, "rate_limit", self.DEFAULT_RATE_LIMIT)

@@ -271,6 +271,13 @@ def test_missing_app_token_for_voucherify(tmp_path: Path) -> None:
     assert_only(write(tmp_path, text), 9, "destinations.voucherify", "app_token required")
 
 
+@pytest.mark.parametrize("url", ["http://[::1", "https://dub.example:abc", "http://h:99999"])
+def test_base_url_with_a_host_or_port_no_request_can_have(tmp_path: Path, url: str) -> None:
+    # accepted, it broke each delivery (and explain) when the request's URL was made
+    path = write(tmp_path, BASE.replace("    api_key:", f"    base_url: '{url}'\n    api_key:"))
+    assert_only(path, 6, "destinations.dub", "base_url must be an http(s) URL")
+
+
 def test_missing_api_key_is_fine_in_dry_run(tmp_path: Path) -> None:
     config = load(write(tmp_path, BASE.replace("api_key: dub_key_123", "dry_run: true")))
     dub = config.destinations["dub"]
