@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from bridge import config as config_module
 from bridge import logging as bridge_logging
@@ -342,14 +343,15 @@ def deliveries_list(
         return
     table = Table("id", "event", "destination", "status", "attempts", "updated", "last error")
     for row in data:
+        # Text, not str: the processor's ids and the destinations' errors are not rich markup
         table.add_row(
-            str(row["id"]),
-            f"{row['source']}/{row['event_type']} {row['event_id']}",
-            row["destination"],
-            row["status"],
-            str(row["attempts"]),
-            row["updated_at"] or "",
-            (row["last_error"] or "")[:80],
+            Text(str(row["id"])),
+            Text(f"{row['source']}/{row['event_type']} {row['event_id']}"),
+            Text(row["destination"]),
+            Text(row["status"]),
+            Text(str(row["attempts"])),
+            Text(row["updated_at"] or ""),
+            Text((row["last_error"] or "")[:80]),
         )
     out.print(table)
 

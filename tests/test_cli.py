@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,6 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bridge.cli import app
+from bridge.model import NewDelivery, ProviderEvent
+from bridge.store import connect
+from bridge.store.base import Ingest
 from tests.conftest import FIXTURES, ROOT, SECRET, BridgeProcess, table_yaml
 from tests.sinks import Sinks
 
@@ -416,6 +420,24 @@ def test_deliveries_list_refuses_a_state_there_is_none_of() -> None:
     result = runner.invoke(app, ["deliveries", "list", "--config", EXAMPLE, "--status", "bogus"])
     assert result.exit_code == 2
     assert "'bogus' is not one of" in result.output
+
+
+def test_deliveries_list_prints_ids_and_errors_as_they_are_not_as_markup(tmp_path: Path) -> None:
+    # an event id is the processor's text; rich read "[/x]" as a closing tag and crashed
+    path = tmp_path / "bridge.yaml"
+    path.write_text(MINIMAL + "  - {from: stripe/invoice.paid, to: dub}\n")
+
+    async def store_one() -> None:
+        store = connect(f"sqlite:///{tmp_path / 'bridge.db'}")
+        await store.open()
+        event = ProviderEvent("stripe", "[/x]", "invoice.paid", None, {})
+        await store.ingest(Ingest(event, "{}", [NewDelivery(0, "dub", "in_1")]), 1e9)
+        await store.close()
+
+    asyncio.run(store_one())
+    result = runner.invoke(app, ["deliveries", "list", "--config", str(path)])
+    assert result.exit_code == 0, result.exception
+    assert "[/x]" in result.stdout
 
 
 def test_serve_says_in_one_line_why_its_store_cannot_be_opened(tmp_path: Path) -> None:
