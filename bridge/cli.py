@@ -216,10 +216,12 @@ def explain(
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array of requests.")] = False,
 ) -> None:
     """Print, without any network, every request this event would cause."""
+    from bridge.app import parse_json
+
     loaded = _load(config)
     name = _default_source(loaded, source)
     try:
-        payload = json.loads(fixture.read_bytes())
+        payload = parse_json(fixture.read_bytes().decode("utf-8"), loaded.server.max_depth)
         requests, notes = explain_requests(loaded, payload, name)
     except (OSError, ValueError) as exc:
         message = str(exc) if isinstance(exc, BadEvent) else f"cannot read {fixture}: {exc}"

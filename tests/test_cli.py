@@ -253,6 +253,14 @@ def test_explain_a_file_that_is_not_an_event(tmp_path: Path) -> None:
     assert "not a Stripe event" in result.stderr
 
 
+def test_explain_reads_a_fixture_as_the_webhook_route_reads_a_body(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)  # a RecursionError traceback before
+    result = runner.invoke(app, ["explain", str(deep), "--config", EXAMPLE])
+    assert result.exit_code == 2, result.exception
+    assert result.stderr == f"cannot read {deep}: JSON nested deeper than 64 levels\n"
+
+
 @pytest.mark.slow
 def test_replay_signs_and_posts_every_file_then_deliveries_and_redrive(tmp_path: Path) -> None:
     with Sinks() as sinks:
