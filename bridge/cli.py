@@ -22,6 +22,7 @@ from rich.text import Text
 from bridge import config as config_module
 from bridge import logging as bridge_logging
 from bridge import mapping, views
+from bridge.admin import MAX_ID
 from bridge.destinations.base import Skipped
 from bridge.logging import mask
 from bridge.model import Status
@@ -329,7 +330,9 @@ def deliveries_list(
     config: ConfigOption = None,
     status: Annotated[Status | None, typer.Option(help="Only deliveries in this state.")] = None,
     destination: Annotated[str | None, typer.Option(help="A destination name.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
+    limit: Annotated[
+        int, typer.Option(help="At most this many, newest first.", min=1, max=MAX_ID)
+    ] = 100,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List deliveries, newest first."""
@@ -360,7 +363,7 @@ def deliveries_list(
 
 @deliveries_app.command("show")
 def deliveries_show(
-    delivery_id: Annotated[int, typer.Argument(help="The delivery's id.")],
+    delivery_id: Annotated[int, typer.Argument(help="The delivery's id.", min=1, max=MAX_ID)],
     config: ConfigOption = None,
 ) -> None:
     """One delivery with every attempt (as JSON)."""
@@ -376,7 +379,9 @@ def deliveries_show(
 
 @app.command()
 def redrive(
-    ids: Annotated[list[int] | None, typer.Argument(help="Delivery ids.")] = None,
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Delivery ids.", min=1, max=MAX_ID)
+    ] = None,
     config: ConfigOption = None,
     dead: Annotated[bool, typer.Option("--dead", help="Every dead delivery.")] = False,
     destination: Annotated[str | None, typer.Option(help="With --dead: only this one.")] = None,

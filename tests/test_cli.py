@@ -448,6 +448,26 @@ def test_deliveries_list_prints_ids_and_errors_as_they_are_not_as_markup(tmp_pat
     assert "[/x]" in result.stdout
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["deliveries", "show", "99999999999999999999"],
+        ["deliveries", "show", "0"],
+        ["redrive", "1", "99999999999999999999"],
+        ["deliveries", "list", "--limit", "99999999999999999999"],
+        ["deliveries", "list", "--limit", "-1"],  # SQLite read it as no limit at all
+    ],
+)
+def test_ids_and_limits_no_store_holds_are_refused_as_usage(
+    tmp_path: Path, args: list[str]
+) -> None:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(MINIMAL + "  - {from: stripe/invoice.paid, to: dub}\n")
+    result = runner.invoke(app, [*args, "--config", str(path)])
+    assert result.exit_code == 2, result.exception
+    assert "Invalid value" in result.output
+
+
 def test_serve_says_in_one_line_why_its_store_cannot_be_opened(tmp_path: Path) -> None:
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the database's folder should be")
