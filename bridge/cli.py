@@ -259,6 +259,11 @@ def replay(
     name = _default_source(loaded, source)
     signer = Pipeline(loaded).sources[name]
     target = url or f"http://127.0.0.1:8000/webhooks/{name}"
+    try:
+        httpx.URL(target)
+    except httpx.InvalidURL as exc:
+        err.print(f"--url: {exc}", markup=False)
+        raise typer.Exit(2) from None
     statuses: Counter[str] = Counter()
     with (
         httpx.Client(timeout=30) as client,

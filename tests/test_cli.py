@@ -261,6 +261,14 @@ def test_explain_reads_a_fixture_as_the_webhook_route_reads_a_body(tmp_path: Pat
     assert result.stderr == f"cannot read {deep}: JSON nested deeper than 64 levels\n"
 
 
+def test_replay_to_a_url_that_is_not_one_is_a_usage_error() -> None:
+    fixture = str(FIXTURES / "invoice.paid.json")
+    args = ["replay", fixture, "--config", EXAMPLE, "--url", "http://[::1/webhooks/stripe"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.exception
+    assert result.stderr.startswith("--url: ")
+
+
 @pytest.mark.slow
 def test_replay_signs_and_posts_every_file_then_deliveries_and_redrive(tmp_path: Path) -> None:
     with Sinks() as sinks:
