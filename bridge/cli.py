@@ -71,7 +71,9 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Address to listen on.", envvar="BRIDGE_HOST")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.", envvar="BRIDGE_PORT")] = 8000,
+    port: Annotated[
+        int, typer.Option(help="Port to listen on.", envvar="BRIDGE_PORT", min=0, max=65535)
+    ] = 8000,
 ) -> None:
     """Receive webhooks and deliver them (the worker runs in this process)."""
     import uvicorn

@@ -476,6 +476,15 @@ def test_ids_and_limits_no_store_holds_are_refused_as_usage(
     assert "Invalid value" in result.output
 
 
+@pytest.mark.parametrize("port", ["65536", "-1"])
+def test_serve_on_a_port_there_is_none_of_is_a_usage_error(tmp_path: Path, port: str) -> None:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(MINIMAL + "  - {from: stripe/invoice.paid, to: dub}\n")
+    result = runner.invoke(app, ["serve", "--config", str(path), "--port", port])
+    assert result.exit_code == 2, result.exception
+    assert "Invalid value for '--port'" in result.output
+
+
 def test_serve_says_in_one_line_why_its_store_cannot_be_opened(tmp_path: Path) -> None:
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the database's folder should be")
