@@ -44,10 +44,19 @@ ConfigOption = Annotated[
 ]
 
 
+def _log_format(value: str) -> str:
+    if value not in ("auto", "json", "console"):
+        raise typer.BadParameter(f"{value!r} is not one of 'auto', 'json', 'console'")
+    return value
+
+
 @app.callback()
 def _logging(
     log_format: Annotated[
-        str, typer.Option("--log-format", help="Logs on stderr: auto, json or console.")
+        str,
+        typer.Option(
+            "--log-format", help="Logs on stderr: auto, json or console.", callback=_log_format
+        ),
     ] = "auto",
 ) -> None:
     bridge_logging.configure(log_format)

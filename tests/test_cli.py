@@ -72,6 +72,13 @@ def test_check_reads_bridge_config(monkeypatch: pytest.MonkeyPatch) -> None:
     assert runner.invoke(app, ["check"]).exit_code == 0
 
 
+def test_a_log_format_there_is_none_of_is_a_usage_error() -> None:
+    # "JSON" or "jsno" gave console lines, in a container too, where JSON was asked for
+    result = runner.invoke(app, ["--log-format", "JSON", "check", "--config", EXAMPLE])
+    assert result.exit_code == 2
+    assert "Invalid value for '--log-format'" in result.output
+
+
 def test_check_prints_each_problem_with_file_line_and_key(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(
