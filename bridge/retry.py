@@ -79,8 +79,10 @@ class RetryPolicy:
         if attempt >= self.max_attempts:
             return None
         wait = self.wait(attempt, rand)
-        if server is not None:
-            wait = max(wait, server)
         if age + wait > self.max_age:
             return None
+        if server is not None:
+            # honoured up to the end of the delivery's window: a wait past it (a huge or absurd
+            # Retry-After) must not give up a delivery that still has time for another try
+            wait = max(wait, min(server, self.max_age - age))
         return wait

@@ -104,3 +104,17 @@ def test_a_large_max_attempts_never_overflows_the_backoff() -> None:
     for attempt in (1024, 1025, 5_000, 99_999):
         wait = policy.next_wait(attempt, 0.0, rand=lambda: 1.0)
         assert wait == 60
+
+
+@pytest.mark.parametrize("server", [4 * 86400.0, 999_999_999.0])
+def test_a_server_wait_past_max_age_is_bounded_by_it_not_a_reason_to_give_up(
+    server: float,
+) -> None:
+    policy = RetryPolicy(initial=5, max_interval=60, max_age=3 * 86400)
+    # a 429 at once asking for more than the whole window: one more try at its end
+    assert policy.next_wait(1, 0.0, server=server, rand=lambda: 1.0) == 3 * 86400
+    assert policy.next_wait(2, 1000.0, server=server, rand=lambda: 1.0) == 3 * 86400 - 1000
+    # at the end of the window, no time is left for another try
+    assert policy.next_wait(3, 3 * 86400, server=server, rand=lambda: 1.0) is None
+    # a backoff that alone passes max_age still gives up
+    assert policy.next_wait(3, 3 * 86400 - 1, server=server, rand=lambda: 1.0) is None
