@@ -11,6 +11,7 @@ class RateLimit:
     def __init__(self, per_minute: int | None) -> None:
         self.per_minute = per_minute
         self._sent: deque[float] = deque()
+        self._held_until = 0.0  # no send before this (the destination said: too many requests)
 
     def _trim(self, now: float) -> None:
         while self._sent and self._sent[0] <= now - WINDOW:
@@ -18,6 +19,8 @@ class RateLimit:
 
     def available(self, now: float) -> int:
         """How many sends may start now without exceeding the limit (a large number if none)."""
+        if now < self._held_until:
+            return 0
         if self.per_minute is None:
             return 1 << 30
         self._trim(now)
@@ -27,8 +30,14 @@ class RateLimit:
         if self.per_minute is not None:
             self._sent.append(now)
 
+    def hold(self, until: float) -> None:
+        """Nothing may start before ``until``."""
+        self._held_until = max(self._held_until, until)
+
     def next_free(self, now: float) -> float:
         """When a send may next start (``now`` if one may start already)."""
         if self.available(now) > 0:
             return now
+        if now < self._held_until:
+            return self.next_free(self._held_until)
         return self._sent[0] + WINDOW

@@ -471,6 +471,12 @@ class Worker:
                 status, error = Status.DEAD, _gave_up(delivery, outcome.reason)
             else:
                 next_at = retry_at
+        if status_code == 429:
+            # too many requests: the destination gets none from this process until the time it
+            # names (else the policy's first wait), not this delivery alone; at most max_interval
+            policy = self._policies.get(delivery.destination) or RetryPolicy()
+            wait = policy.initial if outcome.retry_after is None else outcome.retry_after
+            self._limits[delivery.destination].hold(self.clock() + min(wait, policy.max_interval))
         await self._finish(
             delivery,
             status,

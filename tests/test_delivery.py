@@ -125,6 +125,57 @@ def test_429_nothing_is_sent_before_the_time_it_names(
     run(tmp_path, None, scenario)
 
 
+def test_after_a_429_nothing_more_is_sent_to_that_destination_before_the_time_it_names(
+    tmp_path: Path,
+) -> None:
+    table = table_yaml(
+        "http://sinks.test",
+        tmp_path / "bridge.db",
+        retry="{initial: 0.05, max_interval: 3600, max_attempts: 5}",
+    )
+    sent: list[float] = []
+
+    def invoice(n: int) -> Any:
+        def rename(event: dict[str, Any]) -> None:
+            event["id"] = f"evt_429_{n}"
+            event["data"]["object"]["id"] = f"in_429_{n}"
+
+        return rename
+
+    async def scenario(h: Harness) -> None:
+        def handler(request: httpx.Request) -> httpx.Response:
+            if "/dub/" in request.url.path:
+                sent.append(h.clock())
+                if len(sent) == 1:
+                    return httpx.Response(
+                        429, headers={"Retry-After": "30"}, json={"error": {"message": "slow"}}
+                    )
+            return ok(request)
+
+        h.worker = type(h.worker)(
+            h.pipeline, h.store, clock=h.clock, transport=httpx.MockTransport(handler)
+        )
+        h.clock.now = NOW
+        await h.ingest("invoice.paid.json", invoice(0))
+        await h.worker.drain()
+        assert sent == [NOW]
+        for n in range(1, 6):  # other sales for dub, due at once
+            await h.ingest("invoice.paid.json", invoice(n))
+        for step in (1.0, 29.5):
+            h.clock.now = NOW + step
+            await h.worker.drain()
+            assert sent == [NOW], f"{len(sent) - 1} sent {step}s after a 429 asking for 30s"
+        # the other destinations were not held back
+        others = [d for d in await h.store.deliveries() if d.destination != "dub"]
+        assert {str(d.status) for d in others} == {"delivered"}
+        h.clock.now = NOW + 30
+        await h.worker.drain()
+        assert len(sent) == 7
+        assert {str(d.status) for d in await h.store.deliveries()} == {"delivered"}
+
+    run(tmp_path, None, scenario, table=table)
+
+
 def test_rate_limit_never_exceeded_in_any_minute(tmp_path: Path) -> None:
     table = table_yaml("http://sinks.test", tmp_path / "bridge.db").replace(
         "    api_key: dub_test_key\n", "    api_key: dub_test_key\n    rate_limit: 5\n"
