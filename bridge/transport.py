@@ -27,6 +27,7 @@ import httptools
 import httpx
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+HEAD_LIMIT = 100 * 1024  # an answer's status line and headers, at most (httpcore's limit too)
 _Key = tuple[str, str, int]
 
 
@@ -51,6 +52,7 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.keep_alive = False
         self.received = False
+        self.head_size = 0
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -69,6 +71,10 @@ class _Connection(asyncio.Protocol):
             self._fail(httpx.RemoteProtocolError("the server switched protocols"))
         except httptools.HttpParserError as exc:
             self._fail(httpx.RemoteProtocolError(f"malformed HTTP answer: {exc}"))
+        if not self.headers_done:  # headers without end must not fill memory either
+            self.head_size += len(data)
+            if self.head_size > HEAD_LIMIT:
+                self._fail(httpx.RemoteProtocolError("the answer's headers are too large"))
 
     def eof_received(self) -> bool:
         self._ended()

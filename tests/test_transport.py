@@ -178,6 +178,28 @@ def test_a_huge_answer_is_cut_at_the_limit_and_its_connection_dropped() -> None:
     run(go())
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"".join(b"x-pad-%d: %s\r\n" % (n, b"a" * 1000) for n in range(2048)),  # many headers
+        b"x-pad: " + b"a" * (2 * 1024 * 1024),  # one header without end
+    ],
+    ids=["many", "endless"],
+)
+def test_headers_past_the_limit_are_an_error_not_memory_held_until_the_timeout(
+    head: bytes,
+) -> None:
+    async def go() -> None:
+        answer = b"HTTP/1.1 200 OK\r\n" + head  # never ends its headers, never closes
+        async with serving(answer_once(answer, close=False)) as server:
+            transport = Http1Transport(4)
+            with pytest.raises(httpx.RemoteProtocolError, match="headers are too large"):
+                await transport.handle_async_request(post(server.url()))
+            assert transport._open == set()
+
+    run(go())
+
+
 def test_a_refused_connection_is_a_connect_error() -> None:
     async def go() -> None:
         async with serving(keep_answering(OK)) as server:
