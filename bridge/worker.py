@@ -140,6 +140,7 @@ class Worker:
         self._sending: set[int] = set()  # delivery ids this process is sending right now
         self._holding: set[int] = set()  # ... of which these still hold a concurrency slot
         self._claiming: list[set[int]] = []  # each claim on its way: what finished meanwhile
+        self._round_at = 0.0  # the clock at the last round's claims
         for name, cfg in pipeline.config.destinations.items():
             self._inflight[name] = 0
             self._limits[name] = RateLimit(cfg.rate_limit)
@@ -184,15 +185,22 @@ class Worker:
             except Exception:  # as a round's: the worker polls instead
                 log.exception("could not ask when the next delivery is due; will poll")
                 due = None
-            if due is not None:
+            # due by the last round and not claimed (out of budget, or behind an earlier delivery
+            # of the same order) is no reason to come back at once: the budget's next free time is
+            if due is not None and due > self._round_at:
                 timeout = min(timeout, max(0.0, due - self.clock()))
+            now = self.clock()
+            for limit in self._limits.values():
+                free_at = limit.next_free(now)
+                if free_at > now:
+                    timeout = min(timeout, free_at - now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=max(timeout, 0.005))
 
     async def tick(self) -> int:
         """One round: for each destination, claim what may start now and start it. The claims
         go to the store together, so that they share one commit."""
-        now = self.clock()
+        now = self._round_at = self.clock()
         wanted: list[tuple[str, int]] = []
         for name, cfg in self.pipeline.config.destinations.items():
             free = min(cfg.concurrency - self._inflight[name], self._limits[name].available(now))

@@ -612,3 +612,47 @@ def test_the_worker_outlives_an_unexpected_error_in_pruning_or_in_asking_what_is
         )
 
     run(tmp_path, ok, scenario)
+
+
+@pytest.mark.parametrize("held_by", ["rate_limit", "order"])
+def test_deliveries_due_but_held_back_make_the_worker_poll_not_spin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_by: str
+) -> None:
+    table = table_yaml("http://sinks.test", tmp_path / "bridge.db").replace(
+        "    api_key: dub_test_key\n", "    api_key: dub_test_key\n    rate_limit: 1\n"
+    )
+    waits: list[float] = []
+    wait_for = asyncio.wait_for
+
+    async def recorded(awaitable: Any, timeout: float | None) -> Any:
+        waits.append(timeout or 0.0)
+        return await wait_for(awaitable, timeout)
+
+    async def scenario(h: Harness) -> None:
+        for n in range(3):
+
+            def rename(event: dict[str, Any], n: int = n) -> None:
+                event["id"] = f"evt_held_{n}"
+                if held_by == "rate_limit":  # else one invoice: each waits for the one before
+                    event["data"]["object"]["id"] = f"in_held_{n}"
+
+            await h.ingest("invoice.paid.json", rename)
+        monkeypatch.setattr(worker.asyncio, "wait_for", recorded)
+        task = asyncio.create_task(h.worker.run())
+        for _ in range(1000):
+            if len(waits) >= 10:
+                break
+            await asyncio.sleep(0.01)
+        await h.worker.stop(grace=1)
+        await task
+        statuses = [str(d.status) for d in await h.store.deliveries() if d.destination == "dub"]
+        assert statuses.count("pending") == (2 if held_by == "rate_limit" else 3)
+        # the clock stands still: nothing becomes due, the worker waits a poll each time
+        assert min(waits) == h.config.delivery.poll_interval, waits
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if "/dub/" in request.url.path and held_by == "order":
+            return httpx.Response(503, headers={"Retry-After": "30"}, json={"error": "busy"})
+        return ok(request)
+
+    run(tmp_path, handler, scenario, table=table)
