@@ -469,6 +469,12 @@ def resolve_database_url(url: str, config_file: Path) -> str:
 def _storage_problem(url: str) -> str | None:
     """What ``serve`` would fail on at start-up, said by ``check`` (no connection is made)."""
     where = "BRIDGE_DATABASE_URL: " if os.environ.get("BRIDGE_DATABASE_URL") else ""
+    if url == "sqlite:///":  # the sqlite module's empty name: a database in memory
+        return (
+            f"{where}sqlite:/// names no file: a database in memory would lose every "
+            "acknowledged event at a restart (sqlite:///path/to/bridge.db, or "
+            "sqlite:///:memory: if that is what you want)"
+        )
     if url.startswith("sqlite:///"):
         return None  # the store makes the file's folder if it has to
     if url.startswith(("postgresql://", "postgres://")):

@@ -590,6 +590,23 @@ def test_sqlite_memory_is_kept(tmp_path: Path) -> None:
     assert load(path).database_url == "sqlite:///:memory:"
 
 
+@pytest.mark.parametrize("where", ["table", "environment"])
+def test_a_sqlite_url_with_no_path_is_a_problem_not_a_database_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # sqlite:/// with nothing after it (say sqlite:///${DATA_DIR:-}) was an in-memory database:
+    # `check` said OK, and `serve` acknowledged webhooks that a restart then lost
+    if where == "environment":
+        monkeypatch.setenv("BRIDGE_DATABASE_URL", "sqlite:///")
+        path = write(tmp_path, BASE)
+    else:
+        path = write(tmp_path, BASE + "storage:\n  url: 'sqlite:///'\n")
+    with pytest.raises(ConfigError) as refused:
+        load(path)
+    prefix = "BRIDGE_DATABASE_URL: " if where == "environment" else ""
+    assert f"storage.url: {prefix}sqlite:/// names no file" in str(refused.value)
+
+
 def test_bridge_database_url_overrides_storage_url(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

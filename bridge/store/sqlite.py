@@ -89,7 +89,10 @@ _Op = tuple[Callable[[sqlite3.Connection], Any] | _NewEvent, asyncio.Future[Any]
 def path_of(url: str) -> str:
     if not url.startswith("sqlite:///"):
         raise ValueError(f"not a sqlite URL: {url!r} (sqlite:///path/to/file.db)")
-    return url[len("sqlite:///") :] or ":memory:"
+    path = url[len("sqlite:///") :]
+    if not path:  # never a database in memory by accident: config.load refuses it too
+        raise ValueError("sqlite:/// names no file (sqlite:///path/to/file.db, or :memory:)")
+    return path
 
 
 REDRIVE_CHUNK = 500  # deliveries redriven per commit
