@@ -436,6 +436,13 @@ def redrive(
 
     done = _run(_with_store(loaded, work))
     out.print(f"redriven: {len(done)}", markup=False)
+    redriven = set(done)
+    missed = [i for i in dict.fromkeys(ids or []) if i not in redriven]
+    if missed:
+        listed = ", ".join(map(str, missed))
+        why = "no such delivery, or one not yet finished"
+        err.print(f"not redriven: {listed} ({why})", markup=False)
+        raise typer.Exit(1)
 
 
 def main() -> None:

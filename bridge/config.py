@@ -195,7 +195,7 @@ class DestinationConfig(_Model):
     kind: str
     base_url: str = ""
     dry_run: bool = False
-    timeout: Duration = 10.0
+    timeout: Duration = Field(default=10.0, gt=0)
     retry: RetryConfig = RetryConfig()
     rate_limit: int | None = Field(default=None, ge=1)  # requests per minute
     concurrency: int = Field(default=8, ge=1)

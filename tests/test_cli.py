@@ -483,6 +483,29 @@ def test_ids_and_limits_no_store_holds_are_refused_as_usage(
     assert "Invalid value" in result.output
 
 
+def test_redrive_names_the_ids_it_did_not_redrive_and_fails(tmp_path: Path) -> None:
+    # a mistyped id, or a delivery still pending, printed "redriven: 0" and exited 0
+    path = tmp_path / "bridge.yaml"
+    path.write_text(MINIMAL + "  - {from: stripe/invoice.paid, to: dub}\n")
+
+    async def one_pending() -> int:
+        store = connect(f"sqlite:///{tmp_path / 'bridge.db'}")
+        await store.open()
+        event = ProviderEvent("stripe", "evt_1", "invoice.paid", None, {})
+        await store.ingest(Ingest(event, "{}", [NewDelivery(0, "dub", "in_1")]), 1e9)
+        [row] = await store.deliveries()
+        await store.close()
+        return row.id
+
+    pending = asyncio.run(one_pending())
+    result = runner.invoke(app, ["redrive", str(pending), "999", "--config", str(path)])
+    assert result.exit_code == 1, result.output
+    assert result.stdout.strip() == "redriven: 0"
+    assert result.stderr.strip() == (
+        f"not redriven: {pending}, 999 (no such delivery, or one not yet finished)"
+    )
+
+
 @pytest.mark.parametrize("port", ["65536", "-1"])
 def test_serve_on_a_port_there_is_none_of_is_a_usage_error(tmp_path: Path, port: str) -> None:
     path = tmp_path / "bridge.yaml"

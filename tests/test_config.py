@@ -312,6 +312,15 @@ def test_bad_duration(tmp_path: Path) -> None:
     assert_only(path, 13, "delivery.lease", "not a duration: '5 minutes'")
 
 
+@pytest.mark.parametrize("timeout", ["0", "0s", "0ms"])
+def test_a_destination_timeout_of_nothing_is_refused(tmp_path: Path, timeout: str) -> None:
+    # every attempt would time out before a byte was sent, retried until it went dead
+    text = BASE.replace(
+        "    api_key: dub_key_123\n", f"    api_key: dub_key_123\n    timeout: {timeout}\n"
+    )
+    assert_only(write(tmp_path, text), 9, "destinations.dub.timeout", "greater than 0")
+
+
 def test_bad_duration_in_destination_retry(tmp_path: Path) -> None:
     text = BASE.replace(
         "    api_key: dub_key_123\n",
