@@ -245,7 +245,8 @@ def explain(
         print(json.dumps(requests, indent=2))
         return
     if not requests:
-        out.print("[] (no request: no route wants this event, or it carries no money)")
+        why = "see the notes above" if notes else "no route wants this event"
+        out.print(f"[] (no request: {why})", markup=False)
     for request in requests:
         out.print(f"# {request['route']} -> {request['destination']}", markup=False)
         out.print(f"{request['method']} {request['url']}", markup=False)

@@ -240,6 +240,18 @@ def test_explain_prints_an_empty_array_when_nothing_would_be_sent(name: str) -> 
     assert explain_json(name) == []
 
 
+def test_explain_points_at_its_notes_when_every_delivery_would_be_dead(tmp_path: Path) -> None:
+    # it said "no route wants this event, or it carries no money" under notes saying otherwise
+    event = json.loads((FIXTURES / "invoice.paid.json").read_text())
+    event["data"]["object"]["amount_paid"] = "lots"
+    fixture = tmp_path / "bad-amount.json"
+    fixture.write_text(json.dumps(event))
+    result = runner.invoke(app, ["explain", str(fixture), "--config", EXAMPLE])
+    assert result.exit_code == 0, result.output
+    assert "dead:" in result.stderr
+    assert result.stdout.strip() == "[] (no request: see the notes above)"
+
+
 def test_explain_masks_secrets(tmp_path: Path) -> None:
     path = tmp_path / "t.yaml"
     path.write_text(table_yaml("http://127.0.0.1:9", tmp_path / "b.db"))
