@@ -4,9 +4,11 @@ Shopify signs the raw body with HMAC-SHA256 under the app's client secret (or,
 for a webhook created in the store admin, the signing key shown there) and
 sends the base64 digest in ``X-Shopify-Hmac-Sha256``. The signature carries no
 timestamp. With it come ``X-Shopify-Topic`` (the event type, e.g.
-``orders/paid``), ``X-Shopify-Webhook-Id`` (the same on every retry: the
-bridge's dedupe key), ``X-Shopify-Triggered-At``, ``X-Shopify-Shop-Domain`` and
-``X-Shopify-API-Version``. The body is the REST resource itself, with no
+``orders/paid``), ``X-Shopify-Event-Id`` (the event's: the bridge's dedupe key, as
+Shopify's "Ignore duplicate webhooks" says; two subscriptions to a topic each deliver
+the event), ``X-Shopify-Webhook-Id`` (the webhook's, the same on every retry: the
+key when no event id comes), ``X-Shopify-Triggered-At``, ``X-Shopify-Shop-Domain``
+and ``X-Shopify-API-Version``. The body is the REST resource itself, with no
 envelope.
 
 - ``orders/paid``: an order, ``total_price`` a decimal string in the shop's
@@ -44,6 +46,7 @@ from bridge.sources.base import BadEvent, SignatureError
 
 HMAC_HEADER = "x-shopify-hmac-sha256"
 TOPIC_HEADER = "x-shopify-topic"
+EVENT_ID_HEADER = "x-shopify-event-id"
 WEBHOOK_ID_HEADER = "x-shopify-webhook-id"
 TRIGGERED_AT_HEADER = "x-shopify-triggered-at"
 API_VERSION = "2025-07"
@@ -79,7 +82,9 @@ class ShopifySource:
             raise BadEvent(
                 "not a Shopify event: no X-Shopify-Topic header and not an order or refund"
             )
-        event_id = common.text_id(common.header(headers, WEBHOOK_ID_HEADER))
+        event_id = common.text_id(common.header(headers, EVENT_ID_HEADER))
+        if event_id is None:
+            event_id = common.text_id(common.header(headers, WEBHOOK_ID_HEADER))
         if event_id is None:
             event_id = common.uuid_id(common.digest_of(body))
         created = mapping.unix_seconds(common.header(headers, TRIGGERED_AT_HEADER))

@@ -249,6 +249,17 @@ def test_the_webhook_id_header_is_the_dedupe_key(tmp_path: Path) -> None:
         ]
 
 
+def test_the_event_id_header_is_the_dedupe_key_when_shopify_sends_one(tmp_path: Path) -> None:
+    """Shopify's "Ignore duplicate webhooks": the same X-Shopify-Event-Id on several webhooks is
+    one event (two subscriptions to a topic each deliver it, with webhook ids of their own)."""
+    with running(tmp_path) as bridge:
+        event = {**signature(BODY), **WEBHOOK, "X-Shopify-Event-Id": "98880550-7158-44d4-b7cd"}
+        assert bridge.post("shopify", BODY, event).json()["status"] == "accepted"
+        other = {**event, "X-Shopify-Webhook-Id": "c0ffee00-0000-4000-8000-000000000001"}
+        assert bridge.post("shopify", BODY, other).json() == {"status": "duplicate"}
+        assert bridge.rows("SELECT event_id FROM events") == [("98880550-7158-44d4-b7cd",)]
+
+
 def test_a_refund_in_two_currencies_is_a_mapping_error_not_a_sum() -> None:
     from bridge import mapping
 
