@@ -62,9 +62,10 @@ WORKDIR /var/lib/bridge
 USER 10001:10001
 EXPOSE 8000
 
-# Liveness without curl: the venv's Python asks /healthz on the port the bridge listens on.
+# Liveness without curl: the venv's Python asks /healthz on the port the bridge listens on,
+# directly (an HTTP_PROXY in the container's environment is not for this loopback request).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('BRIDGE_PORT', '8000'), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/healthz' % os.environ.get('BRIDGE_PORT', '8000'), timeout=4)"]
 
 # `bridge serve` is PID 1 (it reads BRIDGE_HOST and BRIDGE_PORT): SIGTERM starts uvicorn's graceful shutdown
 # (new webhooks are answered 503, in-flight deliveries finish or are released for the next

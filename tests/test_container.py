@@ -416,6 +416,12 @@ def test_image_builds_runs_delivers_and_stops_cleanly(engine: Engine, tmp_path: 
             f"BRIDGE_PORT={port}",
             "--env",
             f"STRIPE_WEBHOOK_SECRET={SECRET}",
+            # an egress proxy set for the whole container (as Docker's client proxy settings
+            # do) where nothing listens: the health check's loopback request must not use it
+            "--env",
+            "HTTP_PROXY=http://127.0.0.1:9",
+            "--env",
+            "http_proxy=http://127.0.0.1:9",
             "--volume",
             f"{table}:/etc/bridge/bridge.yaml:ro",
             "--volume",
@@ -427,7 +433,7 @@ def test_image_builds_runs_delivers_and_stops_cleanly(engine: Engine, tmp_path: 
         container.wait_ready()
         lap("run")
 
-        # PID 1 is the bridge itself, not root, and the image's health check passes
+        # PID 1 is the bridge itself, not root, and the image's health check passes (proxy or not)
         top = engine.podman("top", name, "pid", "user", "args").stdout.splitlines()
         pid1 = next(line for line in top[1:] if line.split()[0] == "1")
         assert "bridge serve" in pid1 and "root" not in pid1, top
