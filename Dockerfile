@@ -1,8 +1,9 @@
 # The payment-webhook bridge as a container.
 #
 #   docker build -t payment-webhook-bridge .
-#   docker run -d -p 8000:8000 -v "$PWD/bridge.yaml:/etc/bridge/bridge.yaml:ro" \
-#     -v bridge-data:/var/lib/bridge -e STRIPE_WEBHOOK_SECRET=whsec_... payment-webhook-bridge
+#   docker run -d -p 8000:8000 --stop-timeout 30 \
+#     -v "$PWD/bridge.yaml:/etc/bridge/bridge.yaml:ro" -v bridge-data:/var/lib/bridge \
+#     -e STRIPE_WEBHOOK_SECRET=whsec_... payment-webhook-bridge
 #
 # BASE_IMAGE is any Debian-like image with Python 3.11+ and its venv module: the official
 # python image by default (python3 in /usr/local/bin), or a plain Debian with python3 and
