@@ -141,6 +141,7 @@ def create_app(
         transport=transport,
         worker_id=worker_name,
         busy=lambda: state["receiving"] >= BURST,
+        stopping=lambda: state["stopping"],
     )
     the_store.subscribe(worker.wake.set)
 

@@ -111,6 +111,7 @@ class Worker:
         transport: httpx.AsyncBaseTransport | None = None,
         worker_id: str | None = None,
         busy: Callable[[], bool] | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
@@ -125,6 +126,9 @@ class Worker:
         # most MAX_DEFER at a time, so that the burst is acknowledged first and the backlog drains
         # after it
         self._busy = busy
+        # the process is stopping (its server's first SIGTERM): no new claim from then on,
+        # though the lifespan's stop, which lets in-flight sends finish, may come seconds later
+        self._stop_asked = stopping
         self.wake = asyncio.Event()
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -155,7 +159,7 @@ class Worker:
         """Claim and send until ``stop``; wake on new work, else poll; prune now and then."""
         next_prune = self.clock()
         deferred_since: float | None = None
-        while not self._stopping:
+        while not self._halted():
             if self._busy is not None and self._busy():
                 now = time.monotonic()
                 deferred_since = deferred_since or now
@@ -206,7 +210,7 @@ class Worker:
             free = min(cfg.concurrency - self._inflight[name], self._limits[name].available(now))
             if free > 0:
                 wanted.append((name, min(free, self.settings.batch)))
-        if self._stopping or not wanted:
+        if self._halted() or not wanted:
             return 0
         # the deliveries this process finishes while its claims are on their way: a claim may
         # have taken one back (its lease ran out while it was being sent) just before its
@@ -315,6 +319,9 @@ class Worker:
                 continue
             if not started:
                 return
+
+    def _halted(self) -> bool:
+        return self._stopping or self._stop_asked()
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming; let in-flight sends finish within ``grace``; release the rest."""

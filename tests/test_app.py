@@ -300,3 +300,42 @@ def test_a_checkout_paid_later_by_a_delayed_method_is_a_sale(tmp_path: Path) -> 
         ("dub",),
         ("shop",),
     ]
+
+
+def test_once_stopping_the_worker_starts_no_new_delivery(tmp_path: Path) -> None:
+    """From the first SIGTERM (state "stopping") to the lifespan's end, uvicorn may take up to
+    shutdown_grace + 5 s to close its connections: the worker must not claim and send more
+    meanwhile (a due retry, another replica's event), only finish what it has in flight."""
+    from bridge.store.base import Ingest
+    from tests.harness import ok
+
+    path = tmp_path / "bridge.yaml"
+    path.write_text(table_yaml("http://sinks.test", tmp_path / "bridge.db"))
+    sent: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return ok(request)
+
+    app = create_app(config_module.load(path), transport=httpx.MockTransport(record))
+    with TestClient(app) as client:
+        body = fixture_bytes("invoice.paid.json")
+        assert (
+            client.post("/webhooks/stripe", content=body, headers=stripe_headers(body)).json()[
+                "status"
+            ]
+            == "accepted"
+        )
+        started = time.monotonic()
+        while len(sent) < 4 and time.monotonic() - started < 5:
+            time.sleep(0.01)
+        assert len(sent) == 4
+        app.state.bridge["stopping"] = True  # what the server's first SIGTERM does
+        payload = json.loads(fixture_bytes("invoice.paid.2025.json"))
+        event = app.state.pipeline.sources["stripe"].event(payload, {})
+        plan = app.state.pipeline.plan(event)
+        item = Ingest(event, json.dumps(payload), plan.deliveries, plan.remember, plan.purchase)
+        assert client.portal.call(app.state.store.ingest, item, time.time())
+        app.state.worker.wake.set()
+        time.sleep(0.5)
+        assert len(sent) == 4
