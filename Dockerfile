@@ -19,16 +19,17 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY bridge ./bridge
 
 # With the [postgres] extra: the PostgreSQL backend for BRIDGE_DATABASE_URL=postgresql://...
+# Every dependency, direct or not, at the version constraints.txt pins.
 # pip and setuptools leave the runtime venv once it is built (nothing installs at run time).
 RUN python3 -m venv /opt/build \
     && /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels . \
     && python3 -m venv /opt/bridge \
     && wheel="$(echo /wheels/payment_webhook_bridge-*.whl)" \
-    && /opt/bridge/bin/pip install "${wheel}[postgres]" \
+    && /opt/bridge/bin/pip install --constraint constraints.txt "${wheel}[postgres]" \
     && /opt/bridge/bin/bridge --help > /dev/null \
     && /opt/bridge/bin/pip uninstall --yes pip setuptools
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -334,6 +335,49 @@ def test_dockerfile_passes_hadolint() -> None:
     assert done.returncode == 0, f"hadolint Dockerfile:\n{done.stdout}{done.stderr}"
 
 
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _constraints() -> dict[str, str]:
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    pins = [line.split("==") for line in lines if line and not line.startswith("#")]
+    return {_canonical(name): version for name, version in pins}
+
+
+def test_constraints_pin_the_whole_closure_of_the_projects_own_pins() -> None:
+    """The image installs with constraints.txt: it must hold pyproject.toml's pins as they are,
+    and every distribution they need (as this environment's metadata says), so that nothing is
+    left to the versions on PyPI on the day of a build."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    pinned = _constraints()
+    wanted = ["payment-webhook-bridge[postgres]"]
+    seen: set[str] = set()
+    while wanted:
+        requirement = Requirement(wanted.pop())
+        name = _canonical(requirement.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        dist = metadata.distribution(name)
+        if name != "payment-webhook-bridge":
+            assert name in pinned, f"{name} is installed by the image but not in constraints.txt"
+        for text in dist.requires or []:
+            needed = Requirement(text)
+            extras = requirement.extras or {""}
+            if needed.marker is None or any(needed.marker.evaluate({"extra": e}) for e in extras):
+                if name == "payment-webhook-bridge":  # its own pins, as they are
+                    version = str(needed.specifier).removeprefix("==")
+                    assert pinned.get(_canonical(needed.name)) == version, (
+                        f"pyproject.toml pins {needed.name}=={version}, constraints.txt "
+                        f"{pinned.get(_canonical(needed.name))}"
+                    )
+                wanted.append(str(needed).split(";")[0])
+
+
 def test_compose_runs_the_bridge_with_postgres() -> None:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     bridge, db = compose["services"]["bridge"], compose["services"]["db"]
@@ -383,6 +427,27 @@ def test_image_builds_runs_delivers_and_stops_cleanly(engine: Engine, tmp_path: 
     assert "/var/lib/bridge" in config["Volumes"]
     assert "/healthz" in " ".join(image["Healthcheck"]["Test"])
     print(f"image size: {image['Size'] / 1e6:.0f} MB (base: Debian bookworm minbase + python3)")
+    # every distribution in the image at the version constraints.txt pins
+    listing = "\n".join(
+        [
+            "import importlib.metadata as m",
+            "print('\\n'.join(f'{d.name}=={d.version}' for d in m.distributions()))",
+        ]
+    )
+    out = engine.podman(
+        "run",
+        "--rm",
+        "--pull=never",
+        "--entrypoint",
+        "/opt/bridge/bin/python",
+        IMAGE,
+        "-c",
+        listing,
+    ).stdout
+    installed = {_canonical(n): v for n, v in (line.split("==") for line in out.split())}
+    installed.pop("payment-webhook-bridge")
+    pinned = _constraints()
+    assert {n: v for n, v in installed.items() if pinned.get(n) != v} == {}
 
     # the table, mounted read-only, reads its secret from the environment; data on a volume
     data = tmp_path / "data"
