@@ -457,19 +457,27 @@ def test_deliveries_list_refuses_a_state_there_is_none_of() -> None:
     assert "'bogus' is not one of" in result.output
 
 
-def test_deliveries_list_prints_ids_and_errors_as_they_are_not_as_markup(tmp_path: Path) -> None:
-    # an event id is the processor's text; rich read "[/x]" as a closing tag and crashed
+def one_pending(tmp_path: Path, event_id: str) -> tuple[Path, int]:
+    """A minimal table beside a store holding one event with one pending delivery: the table's
+    path and the delivery's id."""
     path = tmp_path / "bridge.yaml"
     path.write_text(MINIMAL + "  - {from: stripe/invoice.paid, to: dub}\n")
 
-    async def store_one() -> None:
+    async def store_one() -> int:
         store = connect(f"sqlite:///{tmp_path / 'bridge.db'}")
         await store.open()
-        event = ProviderEvent("stripe", "[/x]", "invoice.paid", None, {})
+        event = ProviderEvent("stripe", event_id, "invoice.paid", None, {})
         await store.ingest(Ingest(event, "{}", [NewDelivery(0, "dub", "in_1")]), 1e9)
+        [row] = await store.deliveries()
         await store.close()
+        return row.id
 
-    asyncio.run(store_one())
+    return path, asyncio.run(store_one())
+
+
+def test_deliveries_list_prints_ids_and_errors_as_they_are_not_as_markup(tmp_path: Path) -> None:
+    # an event id is the processor's text; rich read "[/x]" as a closing tag and crashed
+    path, _id = one_pending(tmp_path, "[/x]")
     result = runner.invoke(app, ["deliveries", "list", "--config", str(path)])
     assert result.exit_code == 0, result.exception
     assert "[/x]" in result.stdout
@@ -497,19 +505,7 @@ def test_ids_and_limits_no_store_holds_are_refused_as_usage(
 
 def test_redrive_names_the_ids_it_did_not_redrive_and_fails(tmp_path: Path) -> None:
     # a mistyped id, or a delivery still pending, printed "redriven: 0" and exited 0
-    path = tmp_path / "bridge.yaml"
-    path.write_text(MINIMAL + "  - {from: stripe/invoice.paid, to: dub}\n")
-
-    async def one_pending() -> int:
-        store = connect(f"sqlite:///{tmp_path / 'bridge.db'}")
-        await store.open()
-        event = ProviderEvent("stripe", "evt_1", "invoice.paid", None, {})
-        await store.ingest(Ingest(event, "{}", [NewDelivery(0, "dub", "in_1")]), 1e9)
-        [row] = await store.deliveries()
-        await store.close()
-        return row.id
-
-    pending = asyncio.run(one_pending())
+    path, pending = one_pending(tmp_path, "evt_1")
     result = runner.invoke(app, ["redrive", str(pending), "999", "--config", str(path)])
     assert result.exit_code == 1, result.output
     assert result.stdout.strip() == "redriven: 0"

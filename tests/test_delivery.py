@@ -76,6 +76,22 @@ def test_503_for_a_while_then_200_follows_the_schedule(tmp_path: Path) -> None:
 NOW = 1_800_000_000.0
 
 
+def dub_answers_429_first(h: Harness, sent: list[float], headers: dict[str, str]) -> None:
+    """The harness's worker, its transport answering Dub's first request 429 with ``headers``
+    (every Dub request's time goes in ``sent``) and everything else as a destination would."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if "/dub/" in request.url.path:
+            sent.append(h.clock())
+            if len(sent) == 1:
+                return httpx.Response(429, headers=headers, json={"error": {"message": "slow"}})
+        return ok(request)
+
+    h.worker = type(h.worker)(
+        h.pipeline, h.store, clock=h.clock, transport=httpx.MockTransport(handler)
+    )
+
+
 @pytest.mark.parametrize(
     ("header", "value", "wait"),
     [
@@ -94,18 +110,7 @@ def test_429_nothing_is_sent_before_the_time_it_names(
     sent: list[float] = []
 
     async def scenario(h: Harness) -> None:
-        def handler(request: httpx.Request) -> httpx.Response:
-            if "/dub/" in request.url.path:
-                sent.append(h.clock())
-                if len(sent) == 1:
-                    return httpx.Response(
-                        429, headers={header: value}, json={"error": {"message": "slow down"}}
-                    )
-            return ok(request)
-
-        h.worker = type(h.worker)(
-            h.pipeline, h.store, clock=h.clock, transport=httpx.MockTransport(handler)
-        )
+        dub_answers_429_first(h, sent, {header: value})
         h.clock.now = NOW
         await h.ingest("invoice.paid.json")
         await h.worker.drain()
@@ -143,18 +148,7 @@ def test_after_a_429_nothing_more_is_sent_to_that_destination_before_the_time_it
         return rename
 
     async def scenario(h: Harness) -> None:
-        def handler(request: httpx.Request) -> httpx.Response:
-            if "/dub/" in request.url.path:
-                sent.append(h.clock())
-                if len(sent) == 1:
-                    return httpx.Response(
-                        429, headers={"Retry-After": "30"}, json={"error": {"message": "slow"}}
-                    )
-            return ok(request)
-
-        h.worker = type(h.worker)(
-            h.pipeline, h.store, clock=h.clock, transport=httpx.MockTransport(handler)
-        )
+        dub_answers_429_first(h, sent, {"Retry-After": "30"})
         h.clock.now = NOW
         await h.ingest("invoice.paid.json", invoice(0))
         await h.worker.drain()
