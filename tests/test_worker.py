@@ -574,7 +574,7 @@ def test_the_worker_outlives_an_unexpected_error_in_pruning_or_in_asking_what_is
     then report as not running until a restart, with nothing delivered meanwhile."""
 
     async def scenario(h: Harness) -> None:
-        failures = {"prune": 1, "next_due": 2}
+        failures = {"prune": 1, "next_due": 1}
 
         def failing(name: str) -> Any:
             real = getattr(h.store, name)
@@ -596,7 +596,11 @@ def test_the_worker_outlives_an_unexpected_error_in_pruning_or_in_asking_what_is
                 await h.ingest("invoice.paid.json")
                 h.worker.wake.set()
                 started = time.monotonic()
-                while len(h.sent) < 4 and time.monotonic() - started < 5 and not task.done():
+                while (
+                    (len(h.sent) < 4 or any(failures.values()))
+                    and time.monotonic() - started < 5
+                    and not task.done()
+                ):
                     await asyncio.sleep(0.01)
                 assert not task.done(), task.exception()
                 assert len(h.sent) == 4
@@ -605,11 +609,10 @@ def test_the_worker_outlives_an_unexpected_error_in_pruning_or_in_asking_what_is
                 await task
         assert failures == {"prune": 0, "next_due": 0}
         failed = [line["event"] for line in logs if line["log_level"] == "error"]
-        assert (
-            failed
-            == ["pruning failed; will try again"]
-            + ["could not ask when the next delivery is due; will poll"] * 2
-        )
+        assert failed == [
+            "pruning failed; will try again",
+            "could not ask when the next delivery is due; will poll",
+        ]
 
     run(tmp_path, ok, scenario)
 
