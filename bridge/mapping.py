@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from numbers import Number
 from typing import Any
 
 import jmespath
@@ -213,7 +214,8 @@ _equals: Callable[[Any, Any], bool] = jmespath.visitor._equals  # type: ignore[a
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # any number but a boolean, as the interpreter reads it: the Decimal major-unit amounts too
+    return isinstance(value, Number) and not isinstance(value, bool)
 
 
 _ORDER: dict[str, Callable[[Any, Any], bool]] = {

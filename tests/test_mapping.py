@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import jmespath
@@ -64,6 +65,7 @@ scalars = st.one_of(
     st.booleans(),
     st.integers(-3, 3),
     st.floats(-2, 2, allow_nan=False),
+    st.decimals(-2, 2, places=2),  # the major-unit amounts of a transaction's view
     st.sampled_from(["", "x", "paid"]),
 )
 json_values = st.recursive(
@@ -146,3 +148,18 @@ def test_payment_references_longer_than_a_store_indexes_are_not_kept() -> None:
     refs = transaction(stripe, payload).refs
     assert longest in refs
     assert longest + "z" not in refs
+
+
+def test_major_unit_amounts_are_ordered_as_numbers() -> None:
+    """``txn.amount_major`` and its twins are Decimals; the interpreter orders them as numbers."""
+    from tests.sources.support import fixture, make
+
+    stripe = make("stripe", ("whsec_x",))
+    event = stripe.event(fixture("stripe", "invoice.paid.json"), {})  # 20.00 USD
+    rule = sources.rules("stripe")[event.type]
+    text = "txn.amount_major >= `10` && 'Big sale' || 'Sale'"
+    overrides = {"event_name": mapping.compile_expression(text)}
+    txn = mapping.build_transaction(rule, event, stripe.processor, "stripe", overrides)
+    assert txn.event_name == "Big sale"
+    for expression in ("@ > `1`", "@ <= `1.5`", "`2` >= @"):
+        assert compiled(expression, Decimal("1.5")) == interpreted(expression, Decimal("1.5"))
