@@ -265,10 +265,9 @@ def _compile(node: dict[str, Any]) -> Evaluate:
         steps = [_compile(child) for child in children]
 
         def chain(value: Any) -> Any:
+            # no stop at null: a function after the dot sees it (a.not_null(@, 'x') is 'x')
             for step in steps:
                 value = step(value)
-                if value is None:
-                    return None
             return value
 
         return chain

@@ -57,6 +57,11 @@ EXTRA = [
     "`[1, 2]`",
     "@",
     'a.b.c || `"default"`',
+    "a.length(@)",
+    "a.b.to_string(@)",
+    "a.not_null(@, `1`)",
+    "a.[b, c]",
+    "a.{x: b}",
 ]
 EXPRESSIONS = builtin_expressions() + EXTRA
 
@@ -163,3 +168,9 @@ def test_major_unit_amounts_are_ordered_as_numbers() -> None:
     assert txn.event_name == "Big sale"
     for expression in ("@ > `1`", "@ <= `1.5`", "`2` >= @"):
         assert compiled(expression, Decimal("1.5")) == interpreted(expression, Decimal("1.5"))
+
+
+def test_a_function_after_a_dot_sees_null_as_the_interpreter_does() -> None:
+    assert compiled("a.not_null(@, `1`)", {}) == interpreted("a.not_null(@, `1`)", {}) == ("ok", 1)
+    assert compiled("a.b.to_string(@)", {"a": {}}) == ("ok", "null")
+    assert compiled("a.length(@)", {}) == ("error", None)
