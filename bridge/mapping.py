@@ -492,9 +492,17 @@ def _transaction(
         raise fail("occurred_at", "expected unix seconds")
 
     items: list[Item] = []
-    for raw in values.get("items") or []:
+    raw_items = values.get("items") or []
+    if not isinstance(raw_items, list):
+        raise fail("items", f"expected an array of objects, got {type(raw_items).__name__}")
+    for raw in raw_items:
         if not isinstance(raw, dict):
             raise fail("items", "each item must be an object")
+        for key in ("id", "name"):
+            if raw.get(key) is not None and (
+                isinstance(raw[key], bool) or not isinstance(raw[key], (str, int))
+            ):
+                raise fail("items", f"an item's {key} must be text, got {type(raw[key]).__name__}")
         quantity = raw.get("quantity")
         unit = raw.get("unit_amount")
         try:
@@ -506,7 +514,9 @@ def _transaction(
                 id=None if raw.get("id") is None else str(raw["id"]),
                 name=None if raw.get("name") is None else str(raw["name"]),
                 unit_amount=unit_amount,
-                quantity=quantity if isinstance(quantity, int) and quantity >= 0 else None,
+                quantity=quantity
+                if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity >= 0
+                else None,
             )
         )
 

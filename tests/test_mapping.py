@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -174,3 +175,37 @@ def test_a_function_after_a_dot_sees_null_as_the_interpreter_does() -> None:
     assert compiled("a.not_null(@, `1`)", {}) == interpreted("a.not_null(@, `1`)", {}) == ("ok", 1)
     assert compiled("a.b.to_string(@)", {"a": {}}) == ("ok", "null")
     assert compiled("a.length(@)", {}) == ("error", None)
+
+
+@pytest.mark.parametrize(
+    ("items", "problem"),
+    [
+        ("`5`", "expected an array of objects, got int"),
+        ("`true`", "expected an array of objects, got bool"),
+        ('`{"id": "x"}`', "expected an array of objects, got dict"),
+        ('`[{"id": {"sku": "x"}}]`', "an item's id must be text, got dict"),
+        ('`[{"id": "x", "name": ["Pro"]}]`', "an item's name must be text, got list"),
+        ('`[{"id": "x", "name": 19.99}]`', "an item's name must be text, got float"),
+    ],
+)
+def test_items_of_the_wrong_type_are_a_mapping_error(items: str, problem: str) -> None:
+    from tests.sources.support import fixture, make
+
+    stripe = make("stripe", ("whsec_x",))
+    event = stripe.event(fixture("stripe", "invoice.paid.json"), {})
+    rule = sources.rules("stripe")[event.type]
+    overrides = {"items": mapping.compile_expression(items)}
+    with pytest.raises(mapping.MappingError, match=rf"field items \(.*\): {re.escape(problem)}"):
+        mapping.build_transaction(rule, event, stripe.processor, "stripe", overrides)
+
+
+def test_an_item_quantity_that_is_a_boolean_is_not_sent() -> None:
+    from tests.sources.support import fixture, make
+
+    stripe = make("stripe", ("whsec_x",))
+    event = stripe.event(fixture("stripe", "invoice.paid.json"), {})
+    rule = sources.rules("stripe")[event.type]
+    items = '`[{"id": "x", "quantity": true}, {"id": "y", "quantity": 2}]`'
+    overrides = {"items": mapping.compile_expression(items)}
+    txn = mapping.build_transaction(rule, event, stripe.processor, "stripe", overrides)
+    assert [item.quantity for item in txn.items] == [None, 2]
