@@ -83,7 +83,17 @@ class _Functions(jmespath.functions.Functions):
 
     @jmespath.functions.signature({"types": ["number"]}, {"types": ["number"]})
     def _func_sub(self, left: int | float, right: int | float) -> int | float:
-        return left - right
+        """``left - right``, exactly: a float through its decimal text (19.99 - 5 is 14.99)."""
+        if isinstance(left, int) and isinstance(right, int):
+            return left - right
+        return float(Decimal(str(left)) - Decimal(str(right)))
+
+    @jmespath.functions.signature({"types": ["array-number"]})
+    def _func_sum(self, values: list[int | float]) -> int | float:
+        """JMESPath's sum, exactly: floats through their decimal text (1.1 + 2.2 is 3.3)."""
+        if all(isinstance(value, int) for value in values):
+            return sum(values)
+        return float(sum(Decimal(str(value)) for value in values))
 
     @jmespath.functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
     def _func_after(self, value: str | None, prefix: str) -> str | None:

@@ -209,3 +209,22 @@ def test_an_item_quantity_that_is_a_boolean_is_not_sent() -> None:
     overrides = {"items": mapping.compile_expression(items)}
     txn = mapping.build_transaction(rule, event, stripe.processor, "stripe", overrides)
     assert [item.quantity for item in txn.items] == [None, 2]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("sub(`19.99`, `5`)", 14.99),
+        ("sub(`0.3`, `0.1`)", 0.2),
+        ("sum(`[1.1, 2.2]`)", 3.3),
+        ("sum(`[0.1, 0.2, 3]`)", 3.3),
+        ("minor(sub(`19.99`, `5`), 'USD')", 1499),
+        ("minor(sum(`[1.1, 2.2]`), 'USD')", 330),
+        ("sub(`2000`, `500`)", 1500),
+        ("sum(`[9007199254740993, 1]`)", 9007199254740994),
+    ],
+)
+def test_sub_and_sum_do_no_float_arithmetic(text: str, expected: float) -> None:
+    result = mapping.compile_expression(text).search({})
+    assert result == expected
+    assert type(result) is type(expected)
