@@ -7,6 +7,7 @@ Decimal arithmetic. A float appears only when a JSON body is finally encoded.
 from __future__ import annotations
 
 import decimal
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
@@ -276,6 +277,11 @@ def minor_amount(value: object) -> int:
     return amount
 
 
+# a number's text as JSON and the processors write it: ASCII digits, an optional sign, point and
+# exponent (Decimal itself also reads "1_000" and other scripts' digits, such as "١٩٩٩")
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
+
+
 def _minor_amount(value: object) -> int:
     if isinstance(value, bool):
         raise MoneyError("amount must be a number, got a boolean")
@@ -294,6 +300,8 @@ def _minor_amount(value: object) -> int:
             raise MoneyError(f"amount {str(value)[:32]!r} is not a number") from None
         if not number.is_finite():
             raise MoneyError("amount is not a finite number")
+        if isinstance(value, str) and not _NUMBER_TEXT.fullmatch(value):
+            raise MoneyError(f"amount {value[:32]!r} is not a number")
         if number.adjusted() > 15:  # before any integer is built from it (1e999999999)
             raise MoneyError(f"amount is beyond {MAX_MINOR} minor units")
         if number != number.to_integral_value():
@@ -327,6 +335,8 @@ def to_minor(major: object, currency: str, convention: Convention = "iso") -> in
         raise MoneyError(f"amount {str(major)[:32]!r} is not a number") from None
     if not number.is_finite():
         raise MoneyError("amount is not a finite number")
+    if isinstance(major, str) and not _NUMBER_TEXT.fullmatch(major):
+        raise MoneyError(f"amount {major[:32]!r} is not a number")
     if number.adjusted() + exponent(currency, convention) > 15:
         raise MoneyError(f"amount is beyond {MAX_MINOR} minor units")
     sign, digits, exp = _shift(number, exponent(currency, convention)).as_tuple()

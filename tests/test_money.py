@@ -136,6 +136,8 @@ def test_money_error_is_a_value_error() -> None:
         (-500, -500),
         (10**15, 10**15),
         ("1999", 1999),
+        (" 1999 ", 1999),
+        ("+1e3", 1000),
         ("-42", -42),
         ("1999.00", 1999),
         (Decimal("1580"), 1580),
@@ -180,7 +182,10 @@ def test_minor_amount_rejects_fractions(value: object) -> None:
         minor_amount(value)
 
 
-@pytest.mark.parametrize("value", ["", "abc", "12abc", "1,000", "$5"])
+@pytest.mark.parametrize(
+    "value",
+    ["", "abc", "12abc", "1,000", "$5", "1_000", "١٩٩٩", "\uff11\uff19\uff19\uff19", "0x10"],
+)
 def test_minor_amount_rejects_non_numeric_strings(value: str) -> None:
     with pytest.raises(MoneyError, match="not a number"):
         minor_amount(value)
@@ -282,7 +287,7 @@ def test_to_minor_non_finite_raises(major: object) -> None:
         to_minor(major, "USD")
 
 
-@pytest.mark.parametrize("major", ["", "abc", "19,99", "1.2.3"])
+@pytest.mark.parametrize("major", ["", "abc", "19,99", "1.2.3", "1_999.00", "١٩.٩٩", "19.٩٩"])
 def test_to_minor_not_a_number_raises(major: str) -> None:
     with pytest.raises(MoneyError, match="not a number"):
         to_minor(major, "USD")
