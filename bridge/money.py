@@ -246,7 +246,8 @@ def currency_code(value: object) -> str:
     if not isinstance(value, str):
         raise MoneyError(f"currency must be a string, got {type(value).__name__}")
     code = value.strip().upper()
-    if code not in _ISO_CODES:
+    # ASCII only: upper() makes ISK of "\u0131sk" (a dotless i), SEK of "\u017fek" (a long s)
+    if not value.isascii() or code not in _ISO_CODES:
         raise MoneyError(f"unknown currency {value[:16]!r} (not an ISO 4217 code)")
     return code
 

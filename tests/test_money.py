@@ -109,7 +109,7 @@ def test_currency_code_upper_cases(value: str, code: str) -> None:
     assert currency_code(value) == code
 
 
-@pytest.mark.parametrize("value", ["XYZ", "US", "USDD", "", "dollars", "€"])
+@pytest.mark.parametrize("value", ["XYZ", "US", "USDD", "", "dollars", "€", "\u0131sk", "\u017fek"])
 def test_currency_code_unknown_raises(value: str) -> None:
     with pytest.raises(MoneyError, match="unknown currency"):
         currency_code(value)
