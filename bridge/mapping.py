@@ -424,7 +424,7 @@ def build_transaction(
     ``only``: evaluate just these fields (the rest stay empty), for a cheap look at an event.
     """
     context: dict[str, Any] = {"event": event.payload}
-    values = _evaluate(rule.fields, context, only)
+    values = _evaluate(rule.fields, context, only, frozenset(overrides or ()))
     if not overrides:
         return _transaction(rule, event, processor, convention, values, rule.fields)
     try:
@@ -438,15 +438,21 @@ def build_transaction(
 
 
 def _evaluate(
-    fields: Mapping[str, Expression], context: Mapping[str, Any], only: frozenset[str] | None
+    fields: Mapping[str, Expression],
+    context: Mapping[str, Any],
+    only: frozenset[str] | None,
+    overridden: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """Each field's value; an expression that fails names its field too."""
+    """Each field's value; an expression that fails names its field too (unless a route's
+    own expression for that field replaces it: then it is just left out)."""
     values: dict[str, Any] = {}
     for name, expr in fields.items():
         if only is None or name in only:
             try:
                 values[name] = expr.search(context)
             except MappingError as exc:
+                if name in overridden:
+                    continue
                 raise MappingError(f"field {name}: {exc}") from None
     return values
 

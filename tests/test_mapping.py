@@ -228,3 +228,25 @@ def test_sub_and_sum_do_no_float_arithmetic(text: str, expected: float) -> None:
     result = mapping.compile_expression(text).search({})
     assert result == expected
     assert type(result) is type(expected)
+
+
+def test_a_route_field_replaces_a_built_in_expression_that_fails() -> None:
+    """A refund in two currencies is a dead delivery (same() fails); the route's own
+    ``currency`` and ``amount`` are the fix, and must not fail on the built-in ones first."""
+    from tests.sources.support import fixture, make
+
+    shopify = make("shopify")
+    payload = fixture("shopify", "refunds_create.json")
+    payload["transactions"][2]["currency"] = "EUR"
+    event = shopify.event(payload, {"X-Shopify-Topic": "refunds/create"})
+    rule = sources.rules("shopify")[event.type]
+    with pytest.raises(mapping.MappingError, match=r"field currency: .*same\(\)"):
+        mapping.build_transaction(rule, event, shopify.processor, shopify.convention)
+    overrides = {
+        "currency": mapping.compile_expression("event.transactions[1].currency"),
+        "amount": mapping.compile_expression(
+            "minor(event.transactions[1].amount, event.transactions[1].currency)"
+        ),
+    }
+    txn = mapping.build_transaction(rule, event, shopify.processor, shopify.convention, overrides)
+    assert (txn.amount, txn.currency) == (2200, "USD")
