@@ -539,6 +539,8 @@ def _transaction(
     refs = values.get("refs") or []
     if not isinstance(refs, list):
         refs = [refs]
+    # a reference that is a number is its text, as an id is (the sale's id 123 is "123")
+    refs = [str(ref) if isinstance(ref, int) and not isinstance(ref, bool) else ref for ref in refs]
     metadata = values.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise fail("metadata", "expected an object")

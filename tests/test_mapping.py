@@ -250,3 +250,34 @@ def test_a_route_field_replaces_a_built_in_expression_that_fails() -> None:
     }
     txn = mapping.build_transaction(rule, event, shopify.processor, shopify.convention, overrides)
     assert (txn.amount, txn.currency) == (2200, "USD")
+
+
+def test_a_refund_names_a_purchase_whose_id_is_a_number() -> None:
+    """A sale's numeric id is kept as its text; a refund's numeric reference to it must be too,
+    or the refund never finds its purchase."""
+    from tests.sources.support import make
+
+    source = make("hmac", ("hmac_x",), header="X-Signature")
+    sale_rule = mapping.TransactionRule(
+        "sale",
+        {
+            "id": mapping.compile_expression("event.order"),
+            "amount": mapping.compile_expression("`1990`"),
+            "currency": mapping.compile_expression("'EUR'"),
+        },
+    )
+    refund_rule = mapping.TransactionRule(
+        "refund",
+        {
+            "amount": mapping.compile_expression("`1990`"),
+            "currency": mapping.compile_expression("'EUR'"),
+            "refs": mapping.compile_expression("[event.order, `true`]"),
+        },
+    )
+    payload = {"type": "payment", "order": 5521}
+    sale = source.event({**payload, "id": "s"}, {})
+    refund = source.event({**payload, "id": "r"}, {})
+    sale_txn = mapping.build_transaction(sale_rule, sale, "custom", "iso")
+    refund_txn = mapping.build_transaction(refund_rule, refund, "custom", "iso")
+    assert sale_txn.id == "5521"
+    assert refund_txn.refs == ["5521"]
