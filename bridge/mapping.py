@@ -369,6 +369,30 @@ def _compile(node: dict[str, Any]) -> Evaluate:
             return [r for r in (each(element) for element in base) if r is not None]
 
         return project
+    if kind == "value_projection":  # a.*: each value of an object
+        base_of, each = (_compile(child) for child in children)
+
+        def project_values(value: Any) -> Any:
+            base = base_of(value)
+            if not isinstance(base, dict):
+                return None
+            return [r for r in (each(element) for element in base.values()) if r is not None]
+
+        return project_values
+    if kind == "filter_projection":  # compiled, so that its comparisons order as above
+        base_of, each, condition = (_compile(child) for child in children)
+
+        def select(value: Any) -> Any:
+            base = base_of(value)
+            if not isinstance(base, list):
+                return None
+            return [
+                r
+                for r in (each(element) for element in base if truthy(condition(element)))
+                if r is not None
+            ]
+
+        return select
     if kind == "multi_select_list":
         items = [_compile(child) for child in children]
         return lambda value: None if value is None else [item(value) for item in items]
@@ -380,7 +404,7 @@ def _compile(node: dict[str, Any]) -> Evaluate:
         args = [_compile(child) for child in children]
         call = _FUNCTIONS.call_function
         return lambda value: call(name, [arg(value) for arg in args])
-    # slices, filters, value projections, expression references: the interpreter itself
+    # slices, expression references: the interpreter itself
     tree: Any = node
     return lambda value: _INTERPRETER.visit(tree, value)
 

@@ -91,8 +91,8 @@ def interpreted(text: str, data: Any) -> tuple[str, Any]:
         return "ok", jmespath.search(text, data, options=mapping._OPTIONS)
     except jmespath.exceptions.JMESPathError as exc:
         return "error", type(exc).__name__
-    except TypeError:  # the interpreter crashes ordering a number against a string: null here
-        return "ok", None
+    except TypeError:  # the interpreter crashes ordering a number against a string: JMESPath
+        return "crash", None  # says null (test_ordering_a_number_against_a_string_is_null)
 
 
 def compiled(text: str, data: Any) -> tuple[str, Any]:
@@ -112,6 +112,9 @@ def test_the_built_in_tables_have_expressions() -> None:
 def test_compiled_expressions_match_the_interpreter(text: str, data: Any) -> None:
     expected = interpreted(text, data)
     got = compiled(text, data)
+    if expected[0] == "crash":
+        assert got[0] == "ok", (text, data, got)
+        return
     assert got[0] == expected[0], (text, data, expected, got)
     if expected[0] == "ok":
         assert got[1] == expected[1] and type(got[1]) is type(expected[1]), (
@@ -281,3 +284,14 @@ def test_a_refund_names_a_purchase_whose_id_is_a_number() -> None:
     refund_txn = mapping.build_transaction(refund_rule, refund, "custom", "iso")
     assert sale_txn.id == "5521"
     assert refund_txn.refs == ["5521"]
+
+
+def test_ordering_a_number_against_a_string_is_null() -> None:
+    """JMESPath: an ordering comparison of anything but two numbers or two strings is null; in
+    a filter, that element is left out (jmespath's interpreter raises TypeError on both)."""
+    data = {"a": [{"b": "x", "c": 1}, {"b": 2, "c": 2}, {"b": "2", "c": 3}]}
+    assert compiled("a[0].b > `1`", data) == ("ok", None)
+    assert compiled("a[?b > `1`].c", data) == ("ok", [2])
+    assert compiled("a[?b > '1'].c", data) == ("ok", [1, 3])
+    assert compiled("a[?b > `1`] | length(@)", data) == ("ok", 1)
+    assert compiled("*[?b > `1`].c", data) == ("ok", [[2]])
