@@ -510,6 +510,8 @@ def _transaction(
             if required:
                 raise fail(name, "missing from the event")
             return None
+        if isinstance(value, Decimal):  # only txn's *_major amounts are Decimals
+            raise fail(name, f"{value} is in major units; this field takes minor units")
         try:
             return money.minor_amount(value)
         except money.MoneyError as exc:

@@ -295,3 +295,16 @@ def test_ordering_a_number_against_a_string_is_null() -> None:
     assert compiled("a[?b > '1'].c", data) == ("ok", [1, 3])
     assert compiled("a[?b > `1`] | length(@)", data) == ("ok", 1)
     assert compiled("*[?b > `1`].c", data) == ("ok", [[2]])
+
+
+@pytest.mark.parametrize("field", ["amount", "discount", "tax", "shipping"])
+def test_a_major_unit_amount_in_a_minor_unit_field_is_a_mapping_error(field: str) -> None:
+    """txn.amount_major is 20.00 for 2000 cents: taken as minor units it would send 0.20."""
+    from tests.sources.support import fixture, make
+
+    stripe = make("stripe", ("whsec_x",))
+    event = stripe.event(fixture("stripe", "invoice.paid.json"), {})
+    rule = sources.rules("stripe")[event.type]
+    overrides = {field: mapping.compile_expression("txn.amount_major")}
+    with pytest.raises(mapping.MappingError, match=rf"field {field} \(.*\): 20.00 is in major"):
+        mapping.build_transaction(rule, event, stripe.processor, "stripe", overrides)
