@@ -541,6 +541,7 @@ def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
         at: tableyaml.Path = ("routes", index)
         source, _, event = model.from_.partition("/")
         rule_kind: str | None = model.kind
+        builtin = False  # the event has a built-in transaction (its amount and currency)
         if source not in top.sources:
             errors.append(((*at, "from"), f"no source named {source!r}"))
         elif source in sources:
@@ -558,6 +559,7 @@ def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
                     )
                 elif rule is not None:
                     rule_kind = rule.kind
+                    builtin = True
         for position, target in enumerate(model.to):
             if target not in top.destinations:
                 errors.append(((*at, "to", position), f"no destination named {target!r}"))
@@ -585,6 +587,17 @@ def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
             errors.append(
                 ((*at, "kind"), f"the built-in transaction for {event!r} is a {rule_kind}")
             )
+        elif model.kind is not None and not builtin:
+            # the route's own fields are all there is: without these no event makes a transaction
+            missing = [name for name in ("amount", "currency") if name not in model.fields]
+            if missing:
+                errors.append(
+                    (
+                        (*at, "fields" if model.fields else "kind"),
+                        f"{' and '.join(missing)} required: kind: {model.kind} "
+                        "has no built-in transaction to take them from",
+                    )
+                )
         routes.append(Route(index, source, event, tuple(model.to), when, model.kind, fields))
 
     for name, destination in destinations.items():

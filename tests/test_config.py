@@ -693,3 +693,35 @@ def test_secrets_lists_every_secret_and_repr_hides_them(
         leaked = [secret for secret in expected if secret in text]
         assert leaked == []
     assert "site-0001" in repr(config)  # not a secret; shows the repr has the settings
+
+
+@pytest.mark.parametrize(
+    ("route", "line", "key", "missing"),
+    [
+        ("    kind: sale\n", 12, "routes[0].kind", "amount and currency required"),
+        (
+            "    kind: sale\n    fields:\n      amount: event.data.object.amount\n",
+            13,
+            "routes[0].fields",
+            "currency required",
+        ),
+    ],
+)
+def test_a_route_of_its_own_kind_needs_an_amount_and_a_currency(
+    tmp_path: Path, route: str, line: int, key: str, missing: str
+) -> None:
+    """With no built-in transaction, a route without them could only make dead deliveries."""
+    path = write(tmp_path, BASE.replace("invoice.paid", "customer.created") + route)
+    assert_only(path, line, key, missing)
+    wildcard = BASE.replace("invoice.paid", "payment_intent.*") + route
+    assert_only(write(tmp_path, wildcard), line, key, missing)
+
+
+def test_a_route_of_its_own_kind_with_an_amount_and_a_currency_loads(tmp_path: Path) -> None:
+    own = (
+        "    kind: sale\n"
+        "    fields:\n"
+        "      amount: event.data.object.amount\n"
+        "      currency: event.data.object.currency\n"
+    )
+    load(write(tmp_path, BASE.replace("invoice.paid", "payment_intent.succeeded") + own))
