@@ -182,6 +182,8 @@ def explain_requests(
     for new in plan.deliveries:
         route = loaded.routes[new.route]
         try:
+            if not pipe.holds(route, event):
+                continue
             txn = pipe.transaction(route, event)
             link_refund(txn, None, event)
             request = pipe.destinations[new.destination].request(txn, event)

@@ -10,7 +10,6 @@ the destination's request.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,8 +75,11 @@ class Pipeline:
         plan = Plan()
         seen: set[str] = set()
         for route in self.routes_for(event):
-            if route.when is not None and not mapping.truthy(_safe(route.when, event.payload)):
-                continue
+            try:
+                if not self.holds(route, event):
+                    continue
+            except mapping.MappingError:
+                pass  # the table's error: stored, the delivery dies saying why, visibly
             rule = self.rule(route, event)
             if rule is None:
                 continue
@@ -111,6 +113,16 @@ class Pipeline:
                     seen.add(name)
                     plan.deliveries.append(NewDelivery(route.index, name, order_key))
         return plan
+
+    def holds(self, route: Route, event: ProviderEvent) -> bool:
+        """Whether the route's ``when`` holds for the event; MappingError when it cannot be
+        evaluated on it (naming the route)."""
+        if route.when is None:
+            return True
+        try:
+            return mapping.truthy(route.when.search(event.payload))
+        except mapping.MappingError as exc:
+            raise mapping.MappingError(f"{route.name}: when: {exc}") from None
 
     def route_for(self, event: ProviderEvent, destination: str, stored: int) -> Route | None:
         """The route that sends this event to ``destination`` in the table as it is now."""
@@ -158,10 +170,3 @@ def link_refund(
 
 def purchase_refs(txn: Transaction) -> list[str]:
     return [ref for ref in [txn.id, *txn.refs] if ref]
-
-
-def _safe(expression: mapping.Expression, data: Mapping[str, object]) -> object:
-    try:
-        return expression.search(data)
-    except mapping.MappingError:
-        return None

@@ -410,6 +410,9 @@ class Worker:
 
         try:
             purchase = None
+            # the route's when, as the table says now (it may have been fixed since ingest)
+            if not self.pipeline.holds(route, event):
+                raise Skipped(f"{route.name}: its when does not hold for this event")
             txn = self._transaction(delivery, route, event)
             if delivery.refund_baseline:
                 # a cumulative refund: only what was refunded since the last one is new

@@ -252,6 +252,21 @@ def test_explain_points_at_its_notes_when_every_delivery_would_be_dead(tmp_path:
     assert result.stdout.strip() == "[] (no request: see the notes above)"
 
 
+def test_explain_says_a_when_that_fails_on_the_event_makes_a_dead_delivery(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        MINIMAL
+        + "  - from: stripe/invoice.paid\n    to: dub\n"
+        + "    when: \"contains(data.object.no_such_field, 'x')\"\n"
+    )
+    result = runner.invoke(app, ["explain", str(FIXTURES / "invoice.paid.json"), "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "note: dub: dead: routes[0] stripe/invoice.paid: when: " in result.stderr
+    assert result.stdout.strip() == "[] (no request: see the notes above)"
+
+
 def test_explain_masks_secrets(tmp_path: Path) -> None:
     path = tmp_path / "t.yaml"
     path.write_text(table_yaml("http://127.0.0.1:9", tmp_path / "b.db"))

@@ -659,3 +659,26 @@ def test_deliveries_due_but_held_back_make_the_worker_poll_not_spin(
         return ok(request)
 
     run(tmp_path, handler, scenario, table=table)
+
+
+def test_a_when_that_fails_on_an_event_makes_a_dead_delivery_saying_why(tmp_path: Path) -> None:
+    """A route's condition that cannot be evaluated on an event (a function given the wrong
+    type) is the table's error, like a field's: the event is stored and its delivery dies
+    naming the route and its when, to be redriven once the table is fixed. It was taken as
+    false: the webhook was answered "ignored" and the event lost without a word."""
+    table = table_yaml("http://sinks.test", tmp_path / "bridge.db").replace(
+        "  - from: stripe/invoice.paid\n    to: [dub, umami, shop, voucherify]\n",
+        "  - from: stripe/invoice.paid\n    to: [dub]\n"
+        "    when: \"contains(data.object.no_such_field, 'x')\"\n",
+    )
+
+    async def scenario(h: Harness) -> None:
+        await h.ingest("invoice.paid.json")
+        await h.worker.drain()
+        dub = await h.delivery("dub")
+        assert dub.status is Status.DEAD
+        assert h.sent == []
+        assert dub.last_error is not None
+        assert dub.last_error.startswith("routes[0] stripe/invoice.paid: when: ")
+
+    run(tmp_path, ok, scenario, table=table)
