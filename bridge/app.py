@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import structlog
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -169,6 +169,9 @@ def create_app(
             counted(name, "too_large").inc()
             log.info("webhook refused", source=name, reason="body too large")
             return _answer(413, error=f"body larger than {config.server.max_body} bytes")
+        except ClientDisconnect:  # gone before its body was read: no one to answer, one line
+            log.info("webhook refused", source=name, reason="disconnected before the body's end")
+            return _answer(400, error="the body did not arrive")
         try:
             source.verify(body, request.headers, clock())
         except SignatureError as exc:

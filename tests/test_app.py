@@ -339,3 +339,41 @@ def test_once_stopping_the_worker_starts_no_new_delivery(tmp_path: Path) -> None
         app.state.worker.wake.set()
         time.sleep(0.5)
         assert len(sent) == 4
+
+
+def test_a_client_gone_before_the_body_ends_is_one_line_not_a_traceback(
+    tmp_path: Path, db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a caller that declares a body, sends part of it and hangs up: the ASGI server says
+    # http.disconnect, and no one is left to answer (unhandled, it was an "Exception in ASGI
+    # application" traceback logged at error for each such request, from anyone)
+    from bridge.logging import configure
+
+    path = tmp_path / "bridge.yaml"
+    path.write_text(table_yaml("http://127.0.0.1:9", db))
+    app = create_app(config_module.load(path), run_worker=False)
+    messages = [
+        {"type": "http.request", "body": b'{"id": "evt_', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/webhooks/stripe",
+        "raw_path": b"/webhooks/stripe",
+        "query_string": b"",
+        "headers": [(b"content-length", b"1000")],
+    }
+    configure("json")
+    asyncio.run(app(scope, receive, send))
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "disconnected" in lines[0] and "Traceback" not in lines[0]
+    assert not db.exists() or rows(db, "SELECT count(*) FROM events") == [(0,)]
