@@ -108,6 +108,7 @@ def serve(
         log_config=None,  # its lines go through bridge.logging's handler (JSON, masked)
         access_log=False,
         timeout_graceful_shutdown=int(loaded.delivery.shutdown_grace) + 5,
+        http=_protocol_class(),
     )
     # the port first: a second bridge started on a port in use stops here, before its start-up
     # takes back the claims of the bridge that has it (same host, same port: the same name)
@@ -125,6 +126,77 @@ def serve(
 
 def _exit_zero(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+# what one request may take before the app has all of it: uvicorn's httptools protocol bounds
+# neither its head's size nor the time it takes to arrive (a head without end filled memory; a
+# head or body trickled, or never sent, held its connection and what it had sent for good)
+HEAD_LIMIT = 64 * 1024  # the request line and headers, in bytes
+REQUEST_WITHIN = 30.0  # seconds from the connection (or the request's first byte) to its end
+
+
+def _protocol_class() -> type[Any]:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class Protocol(HttpToolsProtocol):
+        """uvicorn's HTTP/1.1 protocol; a head over HEAD_LIMIT is answered 431, a request not
+        whole within REQUEST_WITHIN has its connection closed (the app sees a disconnect)."""
+
+        head: int | None = 0  # bytes of the head being read; None once its headers are in
+        timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.timer = self.loop.call_later(REQUEST_WITHIN, self.too_slow)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.timer is not None:
+                self.timer.cancel()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.head is not None:  # what was read is all head, and the head goes on
+                self.head += len(data)
+                if self.head > HEAD_LIMIT:
+                    self.refuse_head()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.head = 0
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_later(REQUEST_WITHIN, self.too_slow)
+
+        def on_headers_complete(self) -> None:
+            self.head = None
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            super().on_message_complete()
+
+        def too_slow(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def refuse_head(self) -> None:
+            if self.transport.is_closing():
+                return
+            structlog.get_logger("bridge.cli").info(
+                "request refused", reason=f"head larger than {HEAD_LIMIT} bytes"
+            )
+            message = b"request head too large"
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                b"content-type: text/plain; charset=utf-8\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(message), message)
+            )
+            self.transport.close()
+
+    return Protocol
 
 
 def _server_class() -> type[Any]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -553,3 +557,89 @@ def test_serve_says_in_one_line_why_its_store_cannot_be_opened(tmp_path: Path) -
     assert result.returncode == 1
     assert result.stderr.startswith("storage unavailable: cannot open"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@contextlib.contextmanager
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """``bridge serve`` with the uvicorn settings it chooses, in a thread of this process (so that
+    its limits can be made small); its port."""
+    import gc
+    import signal
+
+    import uvicorn
+
+    from bridge import cli
+
+    table = tmp_path / "bridge.yaml"
+    table.write_text(table_yaml("http://127.0.0.1:9", tmp_path / "bridge.db"))
+    for name in ("freeze", "set_threshold"):  # the process-wide settings serve makes
+        monkeypatch.setattr(gc, name, lambda *args: None)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    made: list[tuple[uvicorn.Config, list[socket.socket]]] = []
+
+    class Recorder:
+        def __init__(self, config: uvicorn.Config, state: dict[str, Any]) -> None:
+            self.config = config
+
+        def run(self, sockets: list[socket.socket]) -> None:
+            made.append((self.config, sockets))
+
+    monkeypatch.setattr(cli, "_Server", Recorder)
+    cli.serve(config=str(table), host="127.0.0.1", port=0)
+    config, sockets = made[0]
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets})
+    thread.start()
+    try:
+        while not server.started:
+            thread.join(0.05)
+            assert thread.is_alive()
+        yield sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join()
+        sockets[0].close()
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """What the server sends until it closes the connection (a 15 s wait at most)."""
+    sock.settimeout(15)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_serve_refuses_a_request_head_without_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # headers sent without end, before any signature can be checked: uvicorn's httptools
+    # protocol kept them all (160 MB of headers held 160 MB of memory)
+    with served(tmp_path, monkeypatch) as port, socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\n")
+        with contextlib.suppress(OSError):  # the server closes once it has answered
+            for _ in range(256):  # 4 MiB at most
+                s.sendall(b"X-A: " + b"a" * 16384 + b"\r\n")
+        assert _answer(s).startswith(b"HTTP/1.1 431 ")
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",
+        b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\n",
+        b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{",
+    ],
+    ids=["nothing", "part-of-the-head", "part-of-the-body"],
+)
+def test_serve_closes_a_request_that_does_not_arrive_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sent: bytes
+) -> None:
+    # a connection that sends nothing, or a request's head or body trickled or never finished,
+    # held its connection (and what it had sent) for as long as the caller liked
+    from bridge import cli
+
+    monkeypatch.setattr(cli, "REQUEST_WITHIN", 0.5)
+    with served(tmp_path, monkeypatch) as port, socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(sent)
+        assert b" 200 " not in _answer(s)  # closed, not waiting for the rest
