@@ -131,7 +131,7 @@ def _exit_zero(signum: int, frame: object) -> None:
 # what one request may take before the app has all of it: uvicorn's httptools protocol bounds
 # neither its head's size nor the time it takes to arrive (a head without end filled memory; a
 # head or body trickled, or never sent, held its connection and what it had sent for good)
-HEAD_LIMIT = 64 * 1024  # the request line and headers, in bytes
+HEAD_LIMIT = 64 * 1024  # the request line and headers, or a chunked body's trailer, in bytes
 REQUEST_WITHIN = 30.0  # seconds from the connection (or the request's first byte) to its end
 
 
@@ -139,10 +139,14 @@ def _protocol_class() -> type[Any]:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class Protocol(HttpToolsProtocol):
-        """uvicorn's HTTP/1.1 protocol; a head over HEAD_LIMIT is answered 431, a request not
-        whole within REQUEST_WITHIN has its connection closed (the app sees a disconnect)."""
+        """uvicorn's HTTP/1.1 protocol; a head (or a chunked body's trailer) over HEAD_LIMIT is
+        answered 431, a request not whole within REQUEST_WITHIN has its connection closed (the
+        app sees a disconnect)."""
 
-        head: int | None = 0  # bytes of the head being read; None once its headers are in
+        # bytes read since a head's end, a body's byte or a request's end: what the parser and
+        # the header list keep of a head or a trailer, give or take one read
+        head = 0
+        ended = False  # one of those ends came in what is being read
         timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -155,24 +159,28 @@ def _protocol_class() -> type[Any]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            self.ended = False
             super().data_received(data)
-            if self.head is not None:  # what was read is all head, and the head goes on
-                self.head += len(data)
-                if self.head > HEAD_LIMIT:
-                    self.refuse_head()
+            self.head = 0 if self.ended else self.head + len(data)
+            if self.head > HEAD_LIMIT:
+                self.refuse_head()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self.head = 0
             if self.timer is not None:
                 self.timer.cancel()
             self.timer = self.loop.call_later(REQUEST_WITHIN, self.too_slow)
 
         def on_headers_complete(self) -> None:
-            self.head = None
+            self.ended = True
             super().on_headers_complete()
 
+        def on_body(self, body: bytes) -> None:
+            self.ended = True
+            super().on_body(body)
+
         def on_message_complete(self) -> None:
+            self.ended = True
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None
@@ -186,9 +194,9 @@ def _protocol_class() -> type[Any]:
             if self.transport.is_closing():
                 return
             structlog.get_logger("bridge.cli").info(
-                "request refused", reason=f"head larger than {HEAD_LIMIT} bytes"
+                "request refused", reason=f"head or trailer larger than {HEAD_LIMIT} bytes"
             )
-            message = b"request head too large"
+            message = b"request head or trailer too large"
             self.transport.write(
                 b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
                 b"content-type: text/plain; charset=utf-8\r\n"

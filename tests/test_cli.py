@@ -623,6 +623,46 @@ def test_serve_refuses_a_request_head_without_end(
         assert _answer(s).startswith(b"HTTP/1.1 431 ")
 
 
+def test_serve_refuses_a_trailer_without_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a chunked body's trailer fields come after the body, each kept in the request's headers
+    # (93 MB of trailer held 93 MB of memory, a head's bound or not)
+    with served(tmp_path, monkeypatch) as port, socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(
+            b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n0\r\n"
+        )
+        with contextlib.suppress(OSError):  # the server closes once it has answered
+            for _ in range(256):  # 4 MiB at most
+                s.sendall(b"X-A: " + b"a" * 16384 + b"\r\n")
+        assert _answer(s).startswith(b"HTTP/1.1 431 ")
+
+
+def test_serve_keeps_a_connection_that_sends_many_requests_and_bodies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # what bounds a head is not the sum of a connection's requests, nor of a body's chunks
+    with served(tmp_path, monkeypatch) as port, socket.create_connection(("127.0.0.1", port)) as s:
+        for _ in range(3):
+            body = b"x" * 300_000  # read to its end: no signature, 400
+            chunks = b"".join(
+                b"%x\r\n%s\r\n" % (1000, body[i : i + 1000]) for i in range(0, 300_000, 1000)
+            )
+            s.sendall(
+                b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + chunks
+                + b"0\r\n\r\n"
+            )
+            s.settimeout(15)
+            assert s.recv(65536).startswith(b"HTTP/1.1 400 ")
+        for _ in range(1000):
+            s.sendall(
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"p" * 100 + b"\r\n\r\n"
+            )
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+
 @pytest.mark.parametrize(
     "sent",
     [
