@@ -31,6 +31,7 @@ from pydantic import (
 
 from bridge import mapping, tableyaml
 from bridge.durations import Duration
+from bridge.logging import mask
 
 DEFAULT_DATABASE = "sqlite:///bridge.db"
 LEASE_MARGIN = 2.0  # the worker bounds a whole exchange at timeout + 1 s
@@ -404,6 +405,22 @@ class Config:
         return self._secrets
 
 
+def _from_environment(value: Any) -> Iterator[str]:
+    """The values of 8 characters or more that the table's ``${VAR}`` read from the environment
+    (a short one, a number or ``true``, masked would hide that text wherever a message has it)."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _from_environment(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _from_environment(item)
+    elif isinstance(value, str) and "${" in value:
+        for match in _ENV.finditer(value):
+            current = os.environ.get(match.group(1))
+            if current and len(current) >= 8:
+                yield current
+
+
 def _interpolate(value: Any, path: tableyaml.Path, errors: list[tuple[tableyaml.Path, str]]) -> Any:
     if isinstance(value, dict):
         return {k: _interpolate(v, (*path, k), errors) for k, v in value.items()}
@@ -513,7 +530,10 @@ def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
     errors: list[tuple[tableyaml.Path, str]] = []
 
     def fail() -> ConfigError:
-        problems = [Problem(table.line_of(p), _key(p), m) for p, m in errors]
+        # what the environment gave is never quoted: a secret in the wrong key (an API key where
+        # a URL or a duration should be) would be printed to the logs at every start
+        read = tuple(_from_environment(table.data))
+        problems = [Problem(table.line_of(p), _key(p), mask(m, read)) for p, m in errors]
         problems.sort(key=lambda p: p.line)
         return ConfigError(display, problems)
 

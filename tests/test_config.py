@@ -448,6 +448,24 @@ def test_plain_variable_takes_the_environment(
     assert load(path).destinations["dub"].secrets() == ["prefix-env_key-suffix"]
 
 
+def test_a_problem_never_quotes_what_the_environment_gave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a secret in the wrong key (an API key where a URL or a duration goes, two variables
+    # swapped) was quoted in the problem, printed at every start of a container that restarts
+    monkeypatch.setenv("BRIDGE_TEST_VALUE", "sk_live_never_printed")
+    table = BASE.replace("dub_key_123", "dub_key_123\n    base_url: ${BRIDGE_TEST_VALUE}")
+    table = table.replace(
+        "[whsec_test_one]", "[whsec_test_one]\n    tolerance: ${BRIDGE_TEST_VALUE}"
+    )
+    found = problems(write(tmp_path, table))
+    assert [(line, key) for line, key, _ in found] == [
+        (5, "sources.stripe.tolerance"),
+        (7, "destinations.dub"),
+    ]
+    assert all("'***'" in problem and "never_printed" not in problem for *_, problem in found)
+
+
 # --- values are text, typed by the models --------------------------------------------------
 
 YAML11 = """\
