@@ -186,6 +186,11 @@ def _protocol_class() -> type[Any]:
                 self.timer = None
             super().on_message_complete()
 
+        def _unsupported_upgrade_warning(self) -> None:
+            # the bridge serves no upgrade (WebSocket, h2c): such a request is answered as plain
+            # HTTP/1.1 in its one line, not two warnings more that advise installing a library
+            pass
+
         def too_slow(self) -> None:
             if not self.transport.is_closing():
                 self.transport.close()

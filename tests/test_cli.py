@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -661,6 +662,21 @@ def test_serve_keeps_a_connection_that_sends_many_requests_and_bodies(
                 b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"p" * 100 + b"\r\n\r\n"
             )
             assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+
+def test_serve_answers_an_upgrade_request_as_plain_http_without_warnings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # any caller's "Upgrade: websocket" made two warnings (advising to install a WebSocket
+    # library) beside the request's own line
+    with served(tmp_path, monkeypatch) as port, socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        assert _answer(s).startswith(b"HTTP/1.1 200 ")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 @pytest.mark.parametrize(
