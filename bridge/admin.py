@@ -11,7 +11,7 @@ import hmac
 import time
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -71,6 +71,8 @@ def routes(config: Config, store: Store) -> list[Route]:
                 return _error(503, "storage unavailable")
             except ValueError:
                 return _error(400, "bad request: check the query parameters and the JSON body")
+            except ClientDisconnect:  # gone before its body's end: no one to answer
+                return _error(400, "the body did not arrive")
             return result
 
         return wrapped
