@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from starlette.testclient import TestClient
+from starlette.types import Message
 
 import bridge.app
 from bridge import config as config_module
@@ -352,16 +353,16 @@ def test_a_client_gone_before_the_body_ends_is_one_line_not_a_traceback(
     path = tmp_path / "bridge.yaml"
     path.write_text(table_yaml("http://127.0.0.1:9", db))
     app = create_app(config_module.load(path), run_worker=False)
-    messages = [
+    messages: list[Message] = [
         {"type": "http.request", "body": b'{"id": "evt_', "more_body": True},
         {"type": "http.disconnect"},
     ]
-    sent: list[dict[str, object]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, object]:
+    async def receive() -> Message:
         return messages.pop(0)
 
-    async def send(message: dict[str, object]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     scope = {
