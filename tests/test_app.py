@@ -336,6 +336,7 @@ def test_once_stopping_the_worker_starts_no_new_delivery(tmp_path: Path) -> None
         event = app.state.pipeline.sources["stripe"].event(payload, {})
         plan = app.state.pipeline.plan(event)
         item = Ingest(event, json.dumps(payload), plan.deliveries, plan.remember, plan.purchase)
+        assert client.portal is not None
         assert client.portal.call(app.state.store.ingest, item, time.time())
         app.state.worker.wake.set()
         time.sleep(0.5)

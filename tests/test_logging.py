@@ -103,8 +103,9 @@ def test_a_secret_in_a_repr_inside_a_rendered_line_is_masked_too() -> None:
 
     def emit(log: Any) -> None:
         log.info("one", obj=Held(AWKWARD), reasons=[f"refused {AWKWARD!r}"])
+        empty: dict[str, str] = {}
         try:
-            {}[AWKWARD]
+            empty[AWKWARD]
         except KeyError:
             log.exception("two")
 

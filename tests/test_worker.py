@@ -640,7 +640,7 @@ def test_deliveries_due_but_held_back_make_the_worker_poll_not_spin(
                     event["data"]["object"]["id"] = f"in_held_{n}"
 
             await h.ingest("invoice.paid.json", rename)
-        monkeypatch.setattr(worker.asyncio, "wait_for", recorded)
+        monkeypatch.setattr(asyncio, "wait_for", recorded)
         task = asyncio.create_task(h.worker.run())
         for _ in range(1000):
             if len(waits) >= 10:
