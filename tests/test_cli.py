@@ -626,6 +626,13 @@ def _response(sock: socket.socket) -> bytes:
     return data
 
 
+def _headers_without_end(sock: socket.socket) -> None:
+    """Header lines of 16 KiB each until the server closes the connection (4 MiB at most)."""
+    with contextlib.suppress(OSError):  # the server closes once it has answered
+        for _ in range(256):
+            sock.sendall(b"X-A: " + b"a" * 16384 + b"\r\n")
+
+
 def test_serve_refuses_a_request_head_without_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -633,9 +640,7 @@ def test_serve_refuses_a_request_head_without_end(
     # protocol kept them all (160 MB of headers held 160 MB of memory)
     with served(tmp_path, monkeypatch) as port, socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\n")
-        with contextlib.suppress(OSError):  # the server closes once it has answered
-            for _ in range(256):  # 4 MiB at most
-                s.sendall(b"X-A: " + b"a" * 16384 + b"\r\n")
+        _headers_without_end(s)
         assert _answer(s).startswith(b"HTTP/1.1 431 ")
 
 
@@ -649,9 +654,7 @@ def test_serve_refuses_a_trailer_without_end(
             b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"2\r\n{}\r\n0\r\n"
         )
-        with contextlib.suppress(OSError):  # the server closes once it has answered
-            for _ in range(256):  # 4 MiB at most
-                s.sendall(b"X-A: " + b"a" * 16384 + b"\r\n")
+        _headers_without_end(s)
         assert _answer(s).startswith(b"HTTP/1.1 431 ")
 
 
