@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.types import ASGIApp, Message, Scope
 
 from tests.sinks import Sinks
 
@@ -51,6 +53,39 @@ def numbered_invoice(n: int, prefix: str) -> bytes:
     payload["data"]["object"]["id"] = f"in_{prefix}_{n}"
     payload["data"]["object"]["customer"] = f"cus_{prefix}_{n}"
     return json.dumps(payload).encode()
+
+
+def hung_up(
+    app: ASGIApp, path: str, part: bytes, headers: list[tuple[bytes, bytes]]
+) -> list[Message]:
+    """What ``app`` sends for a POST to ``path`` whose caller sends ``part`` of its body and
+    hangs up (the ASGI server's http.disconnect)."""
+    messages: list[Message] = [
+        {"type": "http.request", "body": part, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": headers,
+    }
+
+    async def request() -> None:
+        await app(scope, receive, send)
+
+    asyncio.run(request())
+    return sent
 
 
 def table_yaml(

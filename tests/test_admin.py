@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from openapi_schema_validator import OAS30Validator
 from starlette.testclient import TestClient
-from starlette.types import Message
 
 from bridge import config as config_module
 from bridge.app import create_app
-from tests.conftest import fixture_bytes, stripe_headers, table_yaml
+from tests.conftest import fixture_bytes, hung_up, stripe_headers, table_yaml
 
 TOKEN = "admin-token-s3cret-value"
 
@@ -158,33 +157,8 @@ def test_bad_admin_requests_are_400_never_500(
 
 def test_a_caller_gone_before_the_body_ends_is_no_traceback(tmp_path: Path) -> None:
     # an unhandled ClientDisconnect was an "Exception in ASGI application" traceback
-    import asyncio
-
     with make_client(tmp_path, TOKEN) as client:
         app = client.app
-    messages: list[Message] = [
-        {"type": "http.request", "body": b'{"ids": [', "more_body": True},
-        {"type": "http.disconnect"},
-    ]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return messages.pop(0)
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/admin/redrive",
-        "raw_path": b"/admin/redrive",
-        "query_string": b"",
-        "headers": [(b"authorization", AUTH["Authorization"].encode())],
-    }
-
-    async def main() -> None:
-        await app(scope, receive, send)
-
-    asyncio.run(main())
+    headers = [(b"authorization", AUTH["Authorization"].encode())]
+    sent = hung_up(app, "/admin/redrive", b'{"ids": [', headers)
     assert sent[0]["status"] == 400

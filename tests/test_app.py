@@ -12,12 +12,18 @@ from pathlib import Path
 import httpx
 import pytest
 from starlette.testclient import TestClient
-from starlette.types import Message
 
 import bridge.app
 from bridge import config as config_module
 from bridge.app import create_app
-from tests.conftest import OLD_SECRET, SECRET, fixture_bytes, stripe_headers, table_yaml
+from tests.conftest import (
+    OLD_SECRET,
+    SECRET,
+    fixture_bytes,
+    hung_up,
+    stripe_headers,
+    table_yaml,
+)
 
 
 @pytest.fixture
@@ -354,28 +360,8 @@ def test_a_client_gone_before_the_body_ends_is_one_line_not_a_traceback(
     path = tmp_path / "bridge.yaml"
     path.write_text(table_yaml("http://127.0.0.1:9", db))
     app = create_app(config_module.load(path), run_worker=False)
-    messages: list[Message] = [
-        {"type": "http.request", "body": b'{"id": "evt_', "more_body": True},
-        {"type": "http.disconnect"},
-    ]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return messages.pop(0)
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/webhooks/stripe",
-        "raw_path": b"/webhooks/stripe",
-        "query_string": b"",
-        "headers": [(b"content-length", b"1000")],
-    }
     configure("json")
-    asyncio.run(app(scope, receive, send))
+    hung_up(app, "/webhooks/stripe", b'{"id": "evt_', [(b"content-length", b"1000")])
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and "disconnected" in lines[0] and "Traceback" not in lines[0]
     assert not db.exists() or rows(db, "SELECT count(*) FROM events") == [(0,)]
