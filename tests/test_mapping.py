@@ -161,15 +161,12 @@ def test_payment_references_longer_than_a_store_indexes_are_not_kept() -> None:
 
 def test_major_unit_amounts_are_ordered_as_numbers() -> None:
     """``txn.amount_major`` and its twins are Decimals; the interpreter orders them as numbers."""
-    from tests.sources.support import fixture, make
+    from tests.sources.support import fixture, make, transaction
 
     stripe = make("stripe", ("whsec_x",))
-    event = stripe.event(fixture("stripe", "invoice.paid.json"), {})  # 20.00 USD
-    rule = sources.rules("stripe")[event.type]
+    payload = fixture("stripe", "invoice.paid.json")  # 20.00 USD
     text = "txn.amount_major >= `10` && 'Big sale' || 'Sale'"
-    overrides = {"event_name": mapping.compile_expression(text)}
-    txn = mapping.build_transaction(rule, event, stripe.processor, "stripe", overrides)
-    assert txn.event_name == "Big sale"
+    assert transaction(stripe, payload, fields={"event_name": text}).event_name == "Big sale"
     for expression in ("@ > `1`", "@ <= `1.5`", "`2` >= @"):
         assert compiled(expression, Decimal("1.5")) == interpreted(expression, Decimal("1.5"))
 
@@ -192,25 +189,21 @@ def test_a_function_after_a_dot_sees_null_as_the_interpreter_does() -> None:
     ],
 )
 def test_items_of_the_wrong_type_are_a_mapping_error(items: str, problem: str) -> None:
-    from tests.sources.support import fixture, make
+    from tests.sources.support import fixture, make, transaction
 
     stripe = make("stripe", ("whsec_x",))
-    event = stripe.event(fixture("stripe", "invoice.paid.json"), {})
-    rule = sources.rules("stripe")[event.type]
-    overrides = {"items": mapping.compile_expression(items)}
+    payload = fixture("stripe", "invoice.paid.json")
     with pytest.raises(mapping.MappingError, match=rf"field items \(.*\): {re.escape(problem)}"):
-        mapping.build_transaction(rule, event, stripe.processor, "stripe", overrides)
+        transaction(stripe, payload, fields={"items": items})
 
 
 def test_an_item_quantity_that_is_a_boolean_is_not_sent() -> None:
-    from tests.sources.support import fixture, make
+    from tests.sources.support import fixture, make, transaction
 
     stripe = make("stripe", ("whsec_x",))
-    event = stripe.event(fixture("stripe", "invoice.paid.json"), {})
-    rule = sources.rules("stripe")[event.type]
+    payload = fixture("stripe", "invoice.paid.json")
     items = '`[{"id": "x", "quantity": true}, {"id": "y", "quantity": 2}]`'
-    overrides = {"items": mapping.compile_expression(items)}
-    txn = mapping.build_transaction(rule, event, stripe.processor, "stripe", overrides)
+    txn = transaction(stripe, payload, fields={"items": items})
     assert [item.quantity for item in txn.items] == [None, 2]
 
 
@@ -236,22 +229,19 @@ def test_sub_and_sum_do_no_float_arithmetic(text: str, expected: float) -> None:
 def test_a_route_field_replaces_a_built_in_expression_that_fails() -> None:
     """A refund in two currencies is a dead delivery (same() fails); the route's own
     ``currency`` and ``amount`` are the fix, and must not fail on the built-in ones first."""
-    from tests.sources.support import fixture, make
+    from tests.sources.support import fixture, make, transaction
 
     shopify = make("shopify")
     payload = fixture("shopify", "refunds_create.json")
     payload["transactions"][2]["currency"] = "EUR"
-    event = shopify.event(payload, {"X-Shopify-Topic": "refunds/create"})
-    rule = sources.rules("shopify")[event.type]
+    topic = {"X-Shopify-Topic": "refunds/create"}
     with pytest.raises(mapping.MappingError, match=r"field currency: .*same\(\)"):
-        mapping.build_transaction(rule, event, shopify.processor, shopify.convention)
-    overrides = {
-        "currency": mapping.compile_expression("event.transactions[1].currency"),
-        "amount": mapping.compile_expression(
-            "minor(event.transactions[1].amount, event.transactions[1].currency)"
-        ),
+        transaction(shopify, payload, topic)
+    fields = {
+        "currency": "event.transactions[1].currency",
+        "amount": "minor(event.transactions[1].amount, event.transactions[1].currency)",
     }
-    txn = mapping.build_transaction(rule, event, shopify.processor, shopify.convention, overrides)
+    txn = transaction(shopify, payload, topic, fields=fields)
     assert (txn.amount, txn.currency) == (2200, "USD")
 
 
@@ -300,11 +290,9 @@ def test_ordering_a_number_against_a_string_is_null() -> None:
 @pytest.mark.parametrize("field", ["amount", "discount", "tax", "shipping"])
 def test_a_major_unit_amount_in_a_minor_unit_field_is_a_mapping_error(field: str) -> None:
     """txn.amount_major is 20.00 for 2000 cents: taken as minor units it would send 0.20."""
-    from tests.sources.support import fixture, make
+    from tests.sources.support import fixture, make, transaction
 
     stripe = make("stripe", ("whsec_x",))
-    event = stripe.event(fixture("stripe", "invoice.paid.json"), {})
-    rule = sources.rules("stripe")[event.type]
-    overrides = {field: mapping.compile_expression("txn.amount_major")}
+    payload = fixture("stripe", "invoice.paid.json")
     with pytest.raises(mapping.MappingError, match=rf"field {field} \(.*\): 20.00 is in major"):
-        mapping.build_transaction(rule, event, stripe.processor, "stripe", overrides)
+        transaction(stripe, payload, fields={field: "txn.amount_major"})

@@ -71,12 +71,18 @@ def fixture(kind: str, name: str) -> dict[str, Any]:
 
 
 def transaction(
-    source: Source, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    source: Source,
+    payload: dict[str, Any],
+    headers: Mapping[str, str] | None = None,
+    *,
+    fields: Mapping[str, str] | None = None,
 ) -> Transaction:
-    """The transaction the source's built-in rule makes of ``payload``."""
+    """The transaction the source's built-in rule makes of ``payload``, with a route's own
+    ``fields`` (JMESPath on ``{event, txn}``) if given."""
     event = source.event(payload, headers or {})
     rule = sources.rules(source.kind)[event.type]
-    return mapping.build_transaction(rule, event, source.processor, source.convention)
+    overrides = {name: mapping.compile_expression(text) for name, text in (fields or {}).items()}
+    return mapping.build_transaction(rule, event, source.processor, source.convention, overrides)
 
 
 def skip_reason(source: Source, payload: dict[str, Any]) -> str | None:
