@@ -283,6 +283,20 @@ def minor_amount(value: object) -> int:
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
 
 
+def _decimal(value: str | int | float | Decimal) -> Decimal:
+    """``value`` as a finite Decimal; text must be a plain number (``_NUMBER_TEXT``), and a
+    float is read as its shortest round-trip text (19.99, not 19.989999...)."""
+    try:
+        number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        raise MoneyError(f"amount {str(value)[:32]!r} is not a number") from None
+    if not number.is_finite():
+        raise MoneyError("amount is not a finite number")
+    if isinstance(value, str) and not _NUMBER_TEXT.fullmatch(value):
+        raise MoneyError(f"amount {value[:32]!r} is not a number")
+    return number
+
+
 def _minor_amount(value: object) -> int:
     if isinstance(value, bool):
         raise MoneyError("amount must be a number, got a boolean")
@@ -295,14 +309,7 @@ def _minor_amount(value: object) -> int:
             raise MoneyError(f"amount {value!r} is not a whole number of minor units")
         return int(value)
     if isinstance(value, (str, Decimal)):
-        try:
-            number = Decimal(value)
-        except InvalidOperation:
-            raise MoneyError(f"amount {str(value)[:32]!r} is not a number") from None
-        if not number.is_finite():
-            raise MoneyError("amount is not a finite number")
-        if isinstance(value, str) and not _NUMBER_TEXT.fullmatch(value):
-            raise MoneyError(f"amount {value[:32]!r} is not a number")
+        number = _decimal(value)
         if number.adjusted() > 15:  # before any integer is built from it (1e999999999)
             raise MoneyError(f"amount is beyond {MAX_MINOR} minor units")
         if number != number.to_integral_value():
@@ -329,15 +336,7 @@ def to_minor(major: object, currency: str, convention: Convention = "iso") -> in
     """A major-unit amount (decimal string or number) to integer minor units, exactly."""
     if isinstance(major, bool) or not isinstance(major, (str, int, float, Decimal)):
         raise MoneyError(f"amount must be a number, got {type(major).__name__}")
-    try:
-        # str() of a float is its shortest round-trip form: 19.99, not 19.989999...
-        number = Decimal(str(major)) if isinstance(major, float) else Decimal(major)
-    except InvalidOperation:
-        raise MoneyError(f"amount {str(major)[:32]!r} is not a number") from None
-    if not number.is_finite():
-        raise MoneyError("amount is not a finite number")
-    if isinstance(major, str) and not _NUMBER_TEXT.fullmatch(major):
-        raise MoneyError(f"amount {major[:32]!r} is not a number")
+    number = _decimal(major)
     if number.adjusted() + exponent(currency, convention) > 15:
         raise MoneyError(f"amount is beyond {MAX_MINOR} minor units")
     sign, digits, exp = _shift(number, exponent(currency, convention)).as_tuple()
