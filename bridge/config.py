@@ -405,27 +405,16 @@ class Config:
         return self._secrets
 
 
-def _from_environment(value: Any) -> Iterator[str]:
-    """The values of 8 characters or more that the table's ``${VAR}`` read from the environment
-    (a short one, a number or ``true``, masked would hide that text wherever a message has it)."""
+def _interpolate(
+    value: Any, path: tableyaml.Path, errors: list[tuple[tableyaml.Path, str]], read: list[str]
+) -> Any:
+    """``value`` with each ``${VAR}`` replaced; ``read`` gets what the environment gave, of 8
+    characters or more (a short one, a number or ``true``, masked would hide that text wherever
+    a message has it)."""
     if isinstance(value, dict):
-        for item in value.values():
-            yield from _from_environment(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _from_environment(item)
-    elif isinstance(value, str) and "${" in value:
-        for match in _ENV.finditer(value):
-            current = os.environ.get(match.group(1))
-            if current and len(current) >= 8:
-                yield current
-
-
-def _interpolate(value: Any, path: tableyaml.Path, errors: list[tuple[tableyaml.Path, str]]) -> Any:
-    if isinstance(value, dict):
-        return {k: _interpolate(v, (*path, k), errors) for k, v in value.items()}
+        return {k: _interpolate(v, (*path, k), errors, read) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, (*path, i), errors) for i, v in enumerate(value)]
+        return [_interpolate(v, (*path, i), errors, read) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -433,6 +422,8 @@ def _interpolate(value: Any, path: tableyaml.Path, errors: list[tuple[tableyaml.
         name, default = match.group(1), match.group(2)
         current = os.environ.get(name)
         if current:
+            if len(current) >= 8:
+                read.append(current)
             return current
         if default is not None:
             return default
@@ -528,19 +519,20 @@ def load(path: str | os.PathLike[str]) -> Config:
 
 def build(table: tableyaml.LoadedTable, display: str, file: Path) -> Config:
     errors: list[tuple[tableyaml.Path, str]] = []
+    read: list[str] = []  # what the table's ${VAR} took from the environment
 
     def fail() -> ConfigError:
         # what the environment gave is never quoted: a secret in the wrong key (an API key where
         # a URL or a duration should be) would be printed to the logs at every start
-        read = tuple(_from_environment(table.data))
-        problems = [Problem(table.line_of(p), _key(p), mask(m, read)) for p, m in errors]
+        given = tuple(read)
+        problems = [Problem(table.line_of(p), _key(p), mask(m, given)) for p, m in errors]
         problems.sort(key=lambda p: p.line)
         return ConfigError(display, problems)
 
     if not isinstance(table.data, dict):
         errors.append(((), "the table must be a mapping with sources, destinations and routes"))
         raise fail()
-    data = _interpolate(table.data, (), errors)
+    data = _interpolate(table.data, (), errors, read)
     try:
         top = TableModel.model_validate(data)
     except ValidationError as exc:
