@@ -72,6 +72,13 @@ class MappingError(ValueError):
     """A transaction or body that cannot be built from this event; names field and expression."""
 
 
+def _exact_sum(values: list[int | float]) -> int | float:
+    """The sum of numbers with no float arithmetic: floats through their decimal text."""
+    if all(isinstance(value, int) for value in values):
+        return sum(values)
+    return float(sum(Decimal(str(value)) for value in values))
+
+
 class _Functions(jmespath.functions.Functions):
     @jmespath.functions.signature({"types": ["string", "null"]})
     def _func_lower(self, value: str | None) -> str | None:
@@ -83,17 +90,13 @@ class _Functions(jmespath.functions.Functions):
 
     @jmespath.functions.signature({"types": ["number"]}, {"types": ["number"]})
     def _func_sub(self, left: int | float, right: int | float) -> int | float:
-        """``left - right``, exactly: a float through its decimal text (19.99 - 5 is 14.99)."""
-        if isinstance(left, int) and isinstance(right, int):
-            return left - right
-        return float(Decimal(str(left)) - Decimal(str(right)))
+        """``left - right``, exactly (19.99 - 5 is 14.99)."""
+        return _exact_sum([left, -right])
 
     @jmespath.functions.signature({"types": ["array-number"]})
     def _func_sum(self, values: list[int | float]) -> int | float:
-        """JMESPath's sum, exactly: floats through their decimal text (1.1 + 2.2 is 3.3)."""
-        if all(isinstance(value, int) for value in values):
-            return sum(values)
-        return float(sum(Decimal(str(value)) for value in values))
+        """JMESPath's sum, exactly (1.1 + 2.2 is 3.3)."""
+        return _exact_sum(values)
 
     @jmespath.functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
     def _func_after(self, value: str | None, prefix: str) -> str | None:
