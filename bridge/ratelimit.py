@@ -1,4 +1,5 @@
-"""A per-destination request budget: at most ``per_minute`` sends in any 60-second window."""
+"""A per-destination request budget: at most ``per_minute`` sends in any 60-second window, and
+none while a hold lasts (the destination answered 429)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ class RateLimit:
             self._sent.popleft()
 
     def available(self, now: float) -> int:
-        """How many sends may start now without exceeding the limit (a large number if none)."""
+        """How many sends may start now without exceeding the limit (0 while held, else a large
+        number if there is no limit)."""
         if now < self._held_until:
             return 0
         if self.per_minute is None:
