@@ -345,7 +345,13 @@ def test_once_stopping_the_worker_starts_no_new_delivery(tmp_path: Path) -> None
         assert client.portal is not None
         assert client.portal.call(app.state.store.ingest, item, time.time())
         app.state.worker.wake.set()
-        time.sleep(0.5)
+        # once stopping is asked the run loop ends (claiming nothing more); on the old code it
+        # went on, sending the new event's deliveries
+        task = app.state.bridge["worker_task"]
+        started = time.monotonic()
+        while not task.done() and len(sent) == 4 and time.monotonic() - started < 5:
+            time.sleep(0.01)
+        assert task.done()
         assert len(sent) == 4
 
 
