@@ -633,27 +633,24 @@ def _headers_without_end(sock: socket.socket) -> None:
             sock.sendall(b"X-A: " + b"a" * 16384 + b"\r\n")
 
 
-def test_serve_refuses_a_request_head_without_end(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "start",
+    [
+        # headers sent without end, before any signature can be checked: uvicorn's httptools
+        # protocol kept them all (160 MB of headers held 160 MB of memory)
+        b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\n",
+        # a chunked body's trailer fields come after the body, each kept in the request's
+        # headers (93 MB of trailer held 93 MB of memory, a head's bound or not)
+        b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\n{}\r\n0\r\n",
+    ],
+    ids=["head", "trailer"],
+)
+def test_serve_refuses_a_head_or_trailer_without_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start: bytes
 ) -> None:
-    # headers sent without end, before any signature can be checked: uvicorn's httptools
-    # protocol kept them all (160 MB of headers held 160 MB of memory)
     with served(tmp_path, monkeypatch) as port, socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\n")
-        _headers_without_end(s)
-        assert _answer(s).startswith(b"HTTP/1.1 431 ")
-
-
-def test_serve_refuses_a_trailer_without_end(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # a chunked body's trailer fields come after the body, each kept in the request's headers
-    # (93 MB of trailer held 93 MB of memory, a head's bound or not)
-    with served(tmp_path, monkeypatch) as port, socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(
-            b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"2\r\n{}\r\n0\r\n"
-        )
+        s.sendall(start)
         _headers_without_end(s)
         assert _answer(s).startswith(b"HTTP/1.1 431 ")
 
