@@ -149,31 +149,25 @@ class PostgresStore:
 
     async def _migrate(self) -> None:
         async with self._tx() as conn:
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            sql = self._sql
+            await conn.execute(sql["migration_lock"], {"key": _MIGRATION_LOCK})
             # read first, create only what is missing: a user without CREATE rights on the
             # schema (tables migrated by their owner) opens a database that is up to date
-            row = await (
-                await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL AS found")
-            ).fetchone()
+            row = await (await conn.execute(sql["versions_found"])).fetchone()
             current = None
             if row and row["found"]:
-                row = await (
-                    await conn.execute("SELECT MAX(version) AS v FROM schema_version")
-                ).fetchone()
+                row = await (await conn.execute(sql["version"])).fetchone()
                 current = row["v"] if row else None
             todo = pending("postgres", current)
             if todo and not self.auto_migrate:
                 raise behind("postgres", current)
             if todo:
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version "
-                    "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
-                )
+                await conn.execute(sql["versions_create"])
             for migration in todo:
                 await conn.execute(migration.sql.encode())
                 await conn.execute(
-                    "INSERT INTO schema_version (version, applied_at) VALUES (%s, %s)",
-                    (migration.version, time.time()),
+                    sql["version_applied"],
+                    {"version": migration.version, "applied_at": time.time()},
                 )
                 log.info("applied migration", version=migration.version, name=migration.name)
 

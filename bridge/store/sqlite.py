@@ -43,11 +43,6 @@ T = TypeVar("T")
 _BATCH = 512
 _ROWS = 256  # rows per multi-row INSERT (SQLite binds at most 32,766 values to a statement)
 _SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}  # nothing else reaches the PRAGMA
-_VERSIONS = (
-    "CREATE TABLE IF NOT EXISTS schema_version "
-    "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-)
-_VERSIONS_APPLIED_AT = "ALTER TABLE schema_version ADD COLUMN applied_at REAL NOT NULL DEFAULT 0"
 
 
 def _statements(script: str) -> list[str]:
@@ -178,35 +173,30 @@ class SQLiteStore:
             conn.executescript(self._sql["pragmas"])
             conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.synchronous]}")
             # a newer bridge's database is refused before anything here touches it
-            has_versions = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-            ).fetchone()
+            sql = self._sql
             version = None
-            if has_versions:
-                version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+            if conn.execute(sql["versions_found"]).fetchone():
+                version = conn.execute(sql["version"]).fetchone()[0]
             todo = pending("sqlite", version)
             if todo and not self.auto_migrate:
                 raise behind("sqlite", version)
             for migration in todo:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute(_VERSIONS)
+                conn.execute(sql["versions_create"])
                 # the first bridges' table, from before versioned migrations, holds the version
                 # alone (its schema is 0001's)
-                columns = {row["name"] for row in conn.execute("PRAGMA table_info(schema_version)")}
+                columns = {row["name"] for row in conn.execute(sql["versions_columns"])}
                 if "applied_at" not in columns:
-                    conn.execute(_VERSIONS_APPLIED_AT)
+                    conn.execute(sql["versions_add_applied_at"])
                 # another process opening the file at the same time may have applied it since
                 # the version was read: the write lock is ours now, so read it again
-                done = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+                done = conn.execute(sql["version"]).fetchone()[0]
                 if done is not None and done >= migration.version:
                     conn.execute("COMMIT")
                     continue
                 for statement in _statements(migration.sql):
                     conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-                    (migration.version, time.time()),
-                )
+                conn.execute(sql["version_applied"], (migration.version, time.time()))
                 conn.execute("COMMIT")
         except BaseException:
             conn.close()

@@ -1,5 +1,23 @@
 -- The PostgreSQL store's queries, by name. Times are unix seconds (double precision).
 
+-- The schema's version: the migrations applied, one row each; one replica migrates at a time.
+
+-- name: migration_lock
+SELECT pg_advisory_xact_lock(%(key)s);
+
+-- name: versions_found
+SELECT to_regclass('schema_version') IS NOT NULL AS found;
+
+-- name: version
+SELECT MAX(version) AS v FROM schema_version;
+
+-- name: versions_create
+CREATE TABLE IF NOT EXISTS schema_version
+    (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL);
+
+-- name: version_applied
+INSERT INTO schema_version (version, applied_at) VALUES (%(version)s, %(applied_at)s);
+
 -- name: insert_event
 INSERT INTO events (source, event_id, type, received_at, payload)
 VALUES (%(source)s, %(event_id)s, %(type)s, %(received_at)s, %(payload)s)

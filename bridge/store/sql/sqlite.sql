@@ -5,6 +5,27 @@ PRAGMA journal_mode = WAL;
 PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 5000;
 
+-- The schema's version: the migrations applied, one row each.
+
+-- name: versions_found
+SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version';
+
+-- name: version
+SELECT MAX(version) FROM schema_version;
+
+-- name: versions_create
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL);
+
+-- name: versions_columns
+PRAGMA table_info(schema_version);
+
+-- name: versions_add_applied_at
+-- the first bridges' table, from before versioned migrations, holds the version alone
+ALTER TABLE schema_version ADD COLUMN applied_at REAL NOT NULL DEFAULT 0;
+
+-- name: version_applied
+INSERT INTO schema_version (version, applied_at) VALUES (?, ?);
+
 -- Events, deliveries and remembered purchases are written by multi-row statements: the store
 -- repeats each VALUES row once per row (the events of one commit that need nothing looked
 -- up, most of them, take three statements whatever their number).
