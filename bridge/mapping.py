@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from numbers import Number
-from typing import Any
+from typing import Any, TypeGuard
 
 import jmespath
 import jmespath.exceptions
@@ -224,6 +224,16 @@ def truthy(value: Any) -> bool:
 
 
 _equals: Callable[[Any, Any], bool] = jmespath.visitor._equals  # type: ignore[attr-defined]
+
+
+def _whole(value: Any) -> TypeGuard[int]:
+    """A whole number, not a boolean (JSON's true is no count, id or time)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _textual(value: Any) -> bool:
+    """Text, or a whole number that an id or reference is written as."""
+    return isinstance(value, str) or _whole(value)
 
 
 def _number(value: Any) -> bool:
@@ -501,7 +511,7 @@ def _transaction(
         value = values.get(name)
         if value is None or value == "":
             return None
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
+        if not _textual(value):
             raise fail(name, f"expected text, got {type(value).__name__}")
         if isinstance(value, str) and UNSTORABLE.search(value):
             raise fail(name, "not valid text (a NUL or a lone surrogate)")
@@ -533,7 +543,7 @@ def _transaction(
         raise fail("amount", f"negative amount {amount}")
 
     occurred = values.get("occurred_at", event.created)
-    if occurred is not None and (isinstance(occurred, bool) or not isinstance(occurred, int)):
+    if occurred is not None and not _whole(occurred):
         raise fail("occurred_at", "expected unix seconds")
 
     items: list[Item] = []
@@ -544,9 +554,7 @@ def _transaction(
         if not isinstance(raw, dict):
             raise fail("items", "each item must be an object")
         for key in ("id", "name"):
-            if raw.get(key) is not None and (
-                isinstance(raw[key], bool) or not isinstance(raw[key], (str, int))
-            ):
+            if raw.get(key) is not None and not _textual(raw[key]):
                 raise fail("items", f"an item's {key} must be text, got {type(raw[key]).__name__}")
         quantity = raw.get("quantity")
         unit = raw.get("unit_amount")
@@ -559,9 +567,7 @@ def _transaction(
                 id=None if raw.get("id") is None else str(raw["id"]),
                 name=None if raw.get("name") is None else str(raw["name"]),
                 unit_amount=unit_amount,
-                quantity=quantity
-                if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity >= 0
-                else None,
+                quantity=quantity if _whole(quantity) and quantity >= 0 else None,
             )
         )
 
@@ -569,7 +575,7 @@ def _transaction(
     if not isinstance(refs, list):
         refs = [refs]
     # a reference that is a number is its text, as an id is (the sale's id 123 is "123")
-    refs = [str(ref) if isinstance(ref, int) and not isinstance(ref, bool) else ref for ref in refs]
+    refs = [str(ref) if _whole(ref) else ref for ref in refs]
     metadata = values.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise fail("metadata", "expected an object")
