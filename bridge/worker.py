@@ -382,13 +382,17 @@ class Worker:
                 delivery, Status.PENDING, now, "retry", error, bound, next_at=retry_at
             )
 
+    def _policy(self, destination: str) -> RetryPolicy:
+        """The destination's retry policy (the default for one no longer in the table)."""
+        return self._policies.get(destination) or RetryPolicy()
+
     def _retry_at(
         self, delivery: Delivery, retry_after: float | None, soonest: float | None = None
     ) -> float | None:
         """When to try ``delivery`` again, on its destination's policy (at least ``soonest``
         seconds from now); None when the policy gives up."""
         now = self.clock()
-        policy = self._policies.get(delivery.destination) or RetryPolicy()
+        policy = self._policy(delivery.destination)
         wait = policy.next_wait(delivery.attempts + 1, now - delivery.window_at, retry_after)
         if wait is None:
             return None
@@ -492,7 +496,7 @@ class Worker:
         if status_code == 429:
             # too many requests: the destination gets none from this process until the time it
             # names (else the policy's first wait), not this delivery alone; at most max_interval
-            policy = self._policies.get(delivery.destination) or RetryPolicy()
+            policy = self._policy(delivery.destination)
             wait = policy.initial if outcome.retry_after is None else outcome.retry_after
             self._limits[delivery.destination].hold(self.clock() + min(wait, policy.max_interval))
         await self._finish(
