@@ -154,8 +154,7 @@ def _protocol_class() -> type[Any]:
             self.timer = self.loop.call_later(REQUEST_WITHIN, self.too_slow)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if self.timer is not None:
-                self.timer.cancel()
+            self.disarm()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -167,8 +166,7 @@ def _protocol_class() -> type[Any]:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            if self.timer is not None:
-                self.timer.cancel()
+            self.disarm()
             self.timer = self.loop.call_later(REQUEST_WITHIN, self.too_slow)
 
         def on_headers_complete(self) -> None:
@@ -181,15 +179,18 @@ def _protocol_class() -> type[Any]:
 
         def on_message_complete(self) -> None:
             self.ended = True
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
+            self.disarm()
             super().on_message_complete()
 
         def _unsupported_upgrade_warning(self) -> None:
             # the bridge serves no upgrade (WebSocket, h2c): such a request is answered as plain
             # HTTP/1.1 in its one line, not two warnings more that advise installing a library
             pass
+
+        def disarm(self) -> None:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
 
         def too_slow(self) -> None:
             if not self.transport.is_closing():
