@@ -133,6 +133,10 @@ def _exit_zero(signum: int, frame: object) -> None:
 # head or body trickled, or never sent, held its connection and what it had sent for good)
 HEAD_LIMIT = 64 * 1024  # the request line and headers, or a chunked body's trailer, in bytes
 REQUEST_WITHIN = 30.0  # seconds from the connection (or the request's first byte) to its end
+# after a 431, what the client still sends is read and dropped for this long before the
+# connection closes: closing at once, with its bytes unread, resets the connection, and the
+# client's system then drops the 431 before the client has read it
+LINGER = 2.0
 
 
 def _protocol_class() -> type[Any]:
@@ -147,6 +151,7 @@ def _protocol_class() -> type[Any]:
         # the header list keep of a head or a trailer, give or take one read
         head = 0
         ended = False  # one of those ends came in what is being read
+        refused = False  # answered 431: what comes now is dropped until the connection closes
         timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -158,6 +163,8 @@ def _protocol_class() -> type[Any]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            if self.refused:
+                return
             self.ended = False
             super().data_received(data)
             self.head = 0 if self.ended else self.head + len(data)
@@ -208,7 +215,13 @@ def _protocol_class() -> type[Any]:
                 b"content-type: text/plain; charset=utf-8\r\n"
                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(message), message)
             )
-            self.transport.close()
+            self.refused = True
+            if not self.transport.can_write_eof():
+                self.transport.close()
+                return
+            self.transport.write_eof()  # the answer, then the end of what the server sends
+            self.disarm()
+            self.timer = self.loop.call_later(LINGER, self.too_slow)
 
     return Protocol
 
