@@ -53,10 +53,11 @@ def make_free(parts: set[str]) -> None:
             await asyncio.Event().wait()  # alive (readyz asks), never claiming
 
         Worker.run = idle  # type: ignore[method-assign]
-    if "sql" in parts:
-        SQLiteStore._write_events = lambda self, conn, new: [True] * len(new)  # type: ignore[method-assign]
-    if "deliveries" in parts:  # the events are inserted; their deliveries and refs are not
-        SQLiteStore._insert = lambda self, conn, name, rows: None  # type: ignore[method-assign]
+    # the statements run in the store's writer process: the parts made free there are made
+    # free by this module's writer launcher (``python -m bench.bounds writer PARTS ...``)
+    if parts & WRITER_PARTS:
+        writer = ",".join(sorted(parts & WRITER_PARTS))
+        SQLiteStore.writer = (sys.executable, "-m", "bench.bounds", "writer", writer)
     if "plan" in parts:  # every event gets the first event's plan (all are alike here)
         planned: dict[str, Plan] = {}
         plan = Pipeline.plan
@@ -69,6 +70,21 @@ def make_free(parts: set[str]) -> None:
         Pipeline.plan = first_plan  # type: ignore[method-assign]
     if "log" in parts:
         bridge.app.log = Silent()
+
+
+WRITER_PARTS = {"sql", "deliveries"}
+
+
+def writer(parts: set[str], argv: list[str]) -> None:
+    """Run the store's writer process with ``parts`` made free."""
+    from bridge.store import sqlite_ops, sqlite_writer
+
+    if "sql" in parts:
+        sqlite_ops.write_events = lambda conn, new: [True] * len(new)
+    if "deliveries" in parts:  # the events are inserted; their deliveries and refs are not
+        sqlite_ops._insert = lambda conn, name, rows: None
+    sys.argv = ["sqlite_writer", *argv]
+    sqlite_writer.main()
 
 
 def serve(parts: set[str], argv: list[str]) -> None:
@@ -105,8 +121,9 @@ def measure(rounds: int) -> dict[str, list[dict[str, Any]]]:
 
 
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "serve":
-        serve(set(sys.argv[2].split(",")) - {"-"}, sys.argv[3:])
+    if len(sys.argv) > 2 and sys.argv[1] in ("serve", "writer"):
+        launch = serve if sys.argv[1] == "serve" else writer
+        launch(set(sys.argv[2].split(",")) - {"-"}, sys.argv[3:])
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

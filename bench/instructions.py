@@ -7,16 +7,17 @@ not move.
 The in-process drive of `python -m bench.breakdown` (no sockets, no uvicorn, worker off, 64
 requests at a time), each variant in a process of its own under `valgrind --tool=callgrind`,
 once with N requests and once with none, both having prepared the same signed requests and
-warmed up alike: the difference over N is the instructions a request costs, in user space
-and every thread (SQLite's included; the kernel's, such as the fsync, not). Time per
-instruction is not the same everywhere (cache misses, the GIL's hand-offs, the kernel), so
-this complements the req/s ratios, it does not replace them; what it gives is an A/B that
-the machine's mood does not blur. Variants: the verify-only app; the bridge; the bridge with
-one part made free:
+warmed up alike: the difference over N is the instructions a request costs, in user space,
+in every thread and in the store's SQLite writer process (the kernel's work, such as the
+fsync, not). Time per instruction is not the same everywhere (cache misses, the GIL's
+hand-offs, the kernel), so this complements the req/s ratios, it does not replace them;
+what it gives is an A/B that the machine's mood does not blur. Variants: the verify-only
+app; the bridge; the bridge with one part made free:
 
     no log        the log line of an accepted webhook
     no routing    routing and the transaction's fields (every event gets the first's plan)
-    no SQL        the SQLite statements of a commit (the batch still begins and commits)
+    no SQL        the SQLite statements of a commit, in the writer process (the batch still
+                  crosses to it, begins and commits)
     inbox at most only the event's row written, no routing, no log line
 
 And the worker's instructions per delivery: a backlog of N events (4 deliveries each) sent
@@ -94,12 +95,14 @@ async def deliver(count: int, drain: bool, work: Path) -> None:
 def counted(variant: str, count: int, prepared: int) -> int:
     """Instructions of one run under callgrind."""
     args = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    # the store's writer process counts too; the loopback sink does not
+    args += ["--trace-children=yes", "--trace-children-skip-by-arg=*bench.apps*"]
     args += [PY, "-m", "bench.instructions", "run", variant, str(count), str(prepared)]
     done = subprocess.run(args, capture_output=True, text=True, check=True)
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if found is None:
+    found = re.findall(r"Collected : (\d+)", done.stderr)
+    if not found:
         raise RuntimeError(f"no instruction count from valgrind: {done.stderr[-500:]}")
-    return int(found.group(1))
+    return sum(int(n) for n in found)
 
 
 def per_request(variant: str, count: int) -> float:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from bridge.store.base import Finish, Ingest, Store, StoredEvent, StoreUnavailable
-from bridge.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from bridge.store.sqlite import SQLiteStore
 
 __all__ = [
     "Finish",
@@ -16,9 +20,21 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    """``SQLiteStore`` on first use: the store's writer process imports this package too,
+    and needs none of the bridge's side of the store."""
+    if name == "SQLiteStore":
+        from bridge.store.sqlite import SQLiteStore
+
+        return SQLiteStore
+    raise AttributeError(name)
+
+
 def connect(url: str, migrate: bool = True, synchronous: str = "FULL") -> Store:
     """``sqlite:///path`` or ``postgresql://...`` (needs the ``postgres`` extra)."""
     if url.startswith("sqlite:///"):
+        from bridge.store.sqlite import SQLiteStore
+
         return SQLiteStore(url, synchronous=synchronous, migrate=migrate)
     if url.startswith(("postgresql://", "postgres://")):
         try:

@@ -48,10 +48,16 @@ def delivery_values(
 ) -> list[tuple[Any, ...]]:
     """A refund whose purchase id was not in its payload takes the remembered purchase's id (or
     its first payment reference) as its order key, so it queues behind that purchase."""
-    fallback = resolved or (item.link_refs[0] if item.link_refs else item.event.id)
+    fallback = resolved or order_fallback(item)
     return [
         (event_pk, d.route, d.destination, d.order_key or fallback, now) for d in item.deliveries
     ]
+
+
+def order_fallback(item: Ingest) -> str:
+    """The order key of a delivery that names none, when its refund's purchase is not found:
+    the refund's first payment reference, or its own event id."""
+    return item.link_refs[0] if item.link_refs else item.event.id
 
 
 def ref_values(item: Ingest, now: float) -> list[tuple[Any, ...]]:

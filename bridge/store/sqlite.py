@@ -3,82 +3,46 @@
 Group commit: operations queue up; whatever is queued together runs in ONE
 transaction with ONE commit, and no caller hears back before that commit, so
 concurrent webhooks share one fsync and each is acknowledged only once its event
-is durable. The statements run on the event loop's thread (they take
-microseconds, and running them there spares a thread hand-off per operation);
-BEGIN (which may wait for another process's lock) and COMMIT (the fsync) run on
-a thread of their own. The new events of a commit, with their deliveries and
+is durable. The write connection lives in a process of its own
+(``sqlite_writer``): each batch crosses a pipe, one frame out and one back, and
+its statements run on the machine's other core while the event loop goes on
+with the next webhooks. The new events of a commit, with their deliveries and
 remembered purchases, are written by three multi-row INSERTs, not three
-statements an event.
+statements an event. If the writer process ends, the batch in flight fails
+(its webhooks are answered 503, and the processor sends them again) and the
+next batch starts a new writer.
 
 What only reads for a person or a scraper (``/metrics``' queue, the admin API's lists
-and counts) runs on a second, read-only connection on a thread of its own: never
-inside a write batch nor on the event loop (with a deep backlog the queue's query
-takes tens of milliseconds), and never waiting for a writer (WAL readers don't).
+and counts) runs on a read-only connection on a thread of this process: never inside a
+write batch nor on the event loop (with a deep backlog the queue's query takes tens of
+milliseconds), and never waiting for a writer (WAL readers don't).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import sqlite3
-import time
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from itertools import chain
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, ClassVar
 
 from bridge import metrics
 from bridge.model import Attempt, Customer, Delivery, Purchase
 from bridge.store import params
 from bridge.store.base import Finish, Ingest, QueueStats, StoredEvent, StoreUnavailable
-from bridge.store.group import fail, resolve
-from bridge.store.migrations import behind, pending
+from bridge.store.group import fail
+from bridge.store.pipe import frame, read_frame
 from bridge.store.rows import attempt_from_row, delivery_from_row
-from bridge.store.sql import many, queries
+from bridge.store.sqlite_ops import OPS, NewEvent, Op, Outcome, connect_reader
 
-T = TypeVar("T")
 _BATCH = 512
-_ROWS = 256  # rows per multi-row INSERT (SQLite binds at most 32,766 values to a statement)
-_SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}  # nothing else reaches the PRAGMA
 
-
-def _statements(script: str) -> list[str]:
-    """A migration's statements (sqlite3 runs one at a time inside our own transaction)."""
-    out, buffer = [], ""
-    for line in script.splitlines(keepends=True):
-        if line.lstrip().startswith("--"):
-            continue
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            out.append(buffer.strip())
-            buffer = ""
-    return [s for s in out if s]
-
-
-@dataclass(frozen=True)
-class _NewEvent:
-    """An ingest with nothing to look up (no refund to link, no cumulative total): written
-    together with the other such events of its commit, a few statements for all of them."""
-
-    item: Ingest
-    now: float
-
-
-@dataclass(frozen=True)
-class _LinkedEvent:
-    """An ingest that looks something up first (a refund's purchase, a cumulative refund
-    total): statements of its own, in the same commit as the rest of its batch."""
-
-    write: Callable[[sqlite3.Connection], bool]
-
-    def __call__(self, conn: sqlite3.Connection) -> bool:
-        return self.write(conn)
-
-
-_Op = tuple[Callable[[sqlite3.Connection], Any] | _NewEvent, asyncio.Future[Any]]
+_Pending = tuple[Op, asyncio.Future[Any]]
 
 
 def path_of(url: str) -> str:
@@ -94,15 +58,17 @@ REDRIVE_CHUNK = 500  # deliveries redriven per commit
 
 
 class SQLiteStore:
+    # how the writer process is started (its arguments follow: path, synchronous, migrate)
+    writer: ClassVar[tuple[str, ...]] = (sys.executable, "-m", "bridge.store.sqlite_writer")
+
     def __init__(self, url: str, synchronous: str = "FULL", migrate: bool = True) -> None:
         self.path = path_of(url)
         self.synchronous = synchronous
         self.auto_migrate = migrate
-        self._sql = queries("sqlite.sql")
-        self._conn: sqlite3.Connection | None = None
-        self._io: ThreadPoolExecutor | None = None
+        self._io: ThreadPoolExecutor | None = None  # talks to the writer process
+        self._writer: subprocess.Popen[bytes] | None = None
         self._reader: tuple[sqlite3.Connection, ThreadPoolExecutor] | None = None
-        self._pending: list[_Op] = []
+        self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[], None]] = []
 
@@ -114,25 +80,23 @@ class SQLiteStore:
         for callback in self._listeners:
             callback()
 
-    # --- the connection ---------------------------------------------------------------------
+    # --- the writer process and the reader ----------------------------------------------------
 
     async def open(self) -> None:
-        if self._conn is not None:
+        if self._io is not None:
             return
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         try:
-            self._conn = await asyncio.get_running_loop().run_in_executor(self._io, self._connect)
-        except (sqlite3.Error, OSError, StoreUnavailable) as exc:
-            self._io.shutdown(wait=False)
-            self._io = None
-            if isinstance(exc, StoreUnavailable):
-                raise
-            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from None
+            await asyncio.get_running_loop().run_in_executor(io, self._start)
+        except BaseException:
+            io.shutdown(wait=False)
+            raise
+        self._io = io
         if self.path != ":memory:":  # a second connection to :memory: is another database
             reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
             try:
                 loop = asyncio.get_running_loop()
-                reader = await loop.run_in_executor(reads, self._connect_reader)
+                reader = await loop.run_in_executor(reads, connect_reader, self.path)
             except sqlite3.Error as exc:
                 reads.shutdown(wait=False)
                 await self.close()
@@ -140,88 +104,88 @@ class SQLiteStore:
             self._reader = (reader, reads)
 
     async def close(self) -> None:
-        if self._conn is None:
+        if self._io is None:
             return
         while self._flusher is not None and not self._flusher.done():
             await asyncio.wait([self._flusher])
-        conn, self._conn = self._conn, None
-        assert self._io is not None
+        io, self._io = self._io, None
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._io, conn.close)
-        self._io.shutdown(wait=True)
-        self._io = None
+        await loop.run_in_executor(io, self._stop)
+        io.shutdown(wait=True)
         if self._reader is not None:
             (reader, reads), self._reader = self._reader, None
             await loop.run_in_executor(reads, reader.close)
             reads.shutdown(wait=True)
 
-    def _connect_reader(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA query_only = ON")
-        return conn
-
-    def _connect(self) -> sqlite3.Connection:
-        if self.path != ":memory:":  # a table's sqlite:///data/bridge.db: its folder too
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, cached_statements=512
-        )
+    def _start(self) -> None:
+        """A writer process on the database (on the store's thread): it opens and migrates
+        the database, and says whether it could."""
+        command = [*self.writer, self.path, self.synchronous, "1" if self.auto_migrate else "0"]
         try:
-            conn.row_factory = sqlite3.Row
-            conn.executescript(self._sql["pragmas"])
-            conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.synchronous]}")
-            # a newer bridge's database is refused before anything here touches it
-            sql = self._sql
-            version = None
-            if conn.execute(sql["versions_found"]).fetchone():
-                version = conn.execute(sql["version"]).fetchone()[0]
-            todo = pending("sqlite", version)
-            if todo and not self.auto_migrate:
-                raise behind("sqlite", version)
-            for migration in todo:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute(sql["versions_create"])
-                # the first bridges' table, from before versioned migrations, holds the version
-                # alone (its schema is 0001's)
-                columns = {row["name"] for row in conn.execute(sql["versions_columns"])}
-                if "applied_at" not in columns:
-                    conn.execute(sql["versions_add_applied_at"])
-                # another process opening the file at the same time may have applied it since
-                # the version was read: the write lock is ours now, so read it again
-                done = conn.execute(sql["version"]).fetchone()[0]
-                if done is not None and done >= migration.version:
-                    conn.execute("COMMIT")
-                    continue
-                for statement in _statements(migration.sql):
-                    conn.execute(statement)
-                conn.execute(sql["version_applied"], (migration.version, time.time()))
-                conn.execute("COMMIT")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+            proc = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+            )
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from None
+        assert proc.stdout is not None
+        hello = read_frame(proc.stdout)
+        if hello is None or not hello[0]:
+            _end(proc)
+            if hello is None:
+                raise StoreUnavailable(
+                    f"cannot open {self.path}: its writer process ended ({proc.returncode})"
+                )
+            refusal = hello[1]
+            if isinstance(refusal, (sqlite3.Error, OSError)):
+                raise StoreUnavailable(f"cannot open {self.path}: {refusal}")
+            raise refusal
+        self._writer = proc
 
-    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        value: T = await self._submit(fn)
-        return value
+    def _stop(self) -> None:
+        proc, self._writer = self._writer, None
+        if proc is not None:
+            _end(proc)
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn`` on the read-only connection, on its thread (with no such connection, an
-        in-memory database, with the writes)."""
-        if self._conn is None:
+    def _exchange(self, batch: list[Op]) -> tuple[list[Outcome], list[int]]:
+        """One batch through the writer process (on the store's thread): each operation's
+        outcome, and the events each commit stored. A writer that has ended is replaced."""
+        proc = self._writer
+        if proc is None or proc.poll() is not None:
+            self._stop()
+            self._start()
+            proc = self._writer
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(frame(batch))
+            proc.stdin.flush()
+            reply = read_frame(proc.stdout)
+        except OSError:
+            reply = None
+        if reply is None:
+            self._stop()
+            raise StoreUnavailable(f"SQLite: the writer process ended ({proc.returncode})")
+        outcomes, commits = reply
+        return outcomes, commits
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        return await self._submit((name, *args))
+
+    async def _read(self, name: str, *args: Any) -> Any:
+        """A read on the read-only connection, on its thread (with no such connection, a
+        database in memory, in the writer process)."""
+        if self._io is None:
             raise StoreUnavailable("the store is not open")
         if self._reader is None:
-            return await self._call(fn)
+            return await self._call(name, *args)
         reader, reads = self._reader
+        read = functools.partial(OPS[name], reader, *args)
         try:
-            return await asyncio.get_running_loop().run_in_executor(reads, fn, reader)
+            return await asyncio.get_running_loop().run_in_executor(reads, read)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite: {exc}") from None
 
-    def _submit(self, op: Callable[[sqlite3.Connection], Any] | _NewEvent) -> asyncio.Future[Any]:
-        if self._conn is None:
+    def _submit(self, op: Op) -> asyncio.Future[Any]:
+        if self._io is None:
             raise StoreUnavailable("the store is not open")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((op, future))
@@ -232,196 +196,96 @@ class SQLiteStore:
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
-            await self._run_batch(batch)
+            try:
+                await self._run_batch(batch)
+            except BaseException as exc:  # cancelled: no caller is left waiting for ever
+                fail((f for _op, f in batch), StoreUnavailable(f"write interrupted: {exc!r}"))
+                raise
 
-    async def _run_batch(self, batch: list[_Op]) -> None:
-        """All of ``batch`` in one transaction and one commit. If one operation fails, the
-        transaction is rolled back and each is run again on its own, so that one caller's
-        failure is never another's."""
-        conn, io = self._conn, self._io
-        assert conn is not None and io is not None
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        """All of ``batch`` in one transaction and one commit, in the writer process (which
+        runs each operation again on its own if one fails, so that one caller's failure is
+        never another's)."""
+        io = self._io
+        futures = [future for _op, future in batch]
+        if io is None:
+            fail(futures, StoreUnavailable("the store is not open"))
+            return
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(io, conn.execute, "BEGIN IMMEDIATE")
-            values = self._apply(conn, batch)
-            await loop.run_in_executor(io, conn.execute, "COMMIT")
+            outcomes, commits = await loop.run_in_executor(
+                io, self._exchange, [op for op, _future in batch]
+            )
         except Exception as exc:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    await loop.run_in_executor(io, conn.execute, "ROLLBACK")
-            if len(batch) > 1 and not _storage_failure(exc):
-                for op in batch:
-                    await self._run_batch([op])
-                return
-            failure = StoreUnavailable(f"SQLite: {exc}") if isinstance(exc, sqlite3.Error) else exc
-            fail((future for _fn, future in batch), failure)
+            failure = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(repr(exc))
+            fail(futures, failure)
             return
-        # the webhooks whose events this commit held (the worker's and the admin's operations
-        # share it too, but they are not what the histogram is about)
-        events = sum(isinstance(op, (_NewEvent, _LinkedEvent)) for op, _future in batch)
-        if events:
-            metrics.INGEST_BATCH.observe(events)
-        resolve((future for _fn, future in batch), values)
-
-    def _apply(self, conn: sqlite3.Connection, batch: list[_Op]) -> list[Any]:
-        """Each operation's value: the batch's new events first, in bulk, then the rest in
-        order (a refund that looks up its purchase sees a purchase of the same commit)."""
-        new = [op for op, _future in batch if isinstance(op, _NewEvent)]
-        written = iter(self._write_events(conn, new))
-        return [next(written) if isinstance(op, _NewEvent) else op(conn) for op, _future in batch]
-
-    def _write_events(self, conn: sqlite3.Connection, new: list[_NewEvent]) -> list[bool]:
-        """Insert the events, then the new ones' deliveries and remembered purchases: a few
-        multi-row statements for the whole batch. True for each event stored; False for a
-        duplicate (already stored, or earlier in the same batch)."""
-        if not new:
-            return []
-        keys, first = params.first_of_each([op.item for op in new])
-        chosen = [new[index] for index in first.values()]
-        stored: dict[tuple[str, str], int] = {}
-        for rows in _chunks([params.event_values(op.item, op.now) for op in chosen]):
-            cursor = conn.execute(many(self._sql["insert_events"], len(rows)), _flat(rows))
-            stored.update(((source, event_id), pk) for pk, source, event_id in cursor)
-        deliveries: list[tuple[Any, ...]] = []
-        refs: list[tuple[Any, ...]] = []
-        for key, index in first.items():
-            pk = stored.get(key)
-            if pk is not None:
-                op = new[index]
-                deliveries += params.delivery_values(op.item, pk, None, op.now)
-                refs += params.ref_values(op.item, op.now)
-        self._insert(conn, "insert_deliveries", deliveries)
-        self._insert(conn, "remember_refs", refs)
-        return [first[key] == index and key in stored for index, key in enumerate(keys)]
-
-    def _insert(self, conn: sqlite3.Connection, name: str, rows: list[tuple[Any, ...]]) -> None:
-        for chunk in _chunks(rows):
-            conn.execute(many(self._sql[name], len(chunk)), _flat(chunk))
+        # the webhooks each commit held (the worker's and the admin's operations share
+        # commits too, but they are not what the histogram is about)
+        for events in commits:
+            if events:
+                metrics.INGEST_BATCH.observe(events)
+        for future, (ok, value) in zip(futures, outcomes, strict=True):
+            if future.done():  # a caller that went away still had its write committed
+                continue
+            if ok:
+                future.set_result(value)
+            elif isinstance(value, sqlite3.Error):
+                future.set_exception(StoreUnavailable(f"SQLite: {value}"))
+            else:
+                future.set_exception(value)
 
     # --- the Store protocol -------------------------------------------------------------------
 
     async def ping(self) -> None:
-        await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
+        await self._call("ping")
 
     async def ingest(self, item: Ingest, now: float) -> bool:
-        if not item.looks_up:
-            stored = bool(await self._submit(_NewEvent(item, now)))
-            if stored:
-                self._notify()
-            return stored
-        sql = self._sql
-
-        def op(conn: sqlite3.Connection) -> bool:
-            insert = many(sql["insert_events"], 1)
-            row = conn.execute(insert, params.event_values(item, now)).fetchone()
-            if row is None:
-                return False
-            resolved = None
-            for ref in item.link_refs:
-                found = conn.execute(
-                    sql["find_ref"], {"source": item.event.source, "ref": ref}
-                ).fetchone()
-                if found is not None:
-                    resolved = found["txn_id"]
-                    break
-            self._insert(
-                conn, "insert_deliveries", params.delivery_values(item, row[0], resolved, now)
-            )
-            self._insert(conn, "remember_refs", params.ref_values(item, now))
-            if item.cumulative is not None:
-                key = {"source": item.event.source, "ref": item.cumulative[0]}
-                before = conn.execute(sql["refund_total"], key).fetchone()
-                baseline = before["refunded"] if before is not None else 0
-                conn.execute(sql["set_baseline"], {"baseline": baseline, "id": row[0]})
-                conn.execute(
-                    sql["set_refund_total"], {**key, "refunded": item.cumulative[1], "now": now}
-                )
-            return True
-
-        stored = bool(await self._submit(_LinkedEvent(op)))
+        record = NewEvent(
+            event=params.event_values(item, now),
+            deliveries=[(d.route, d.destination, d.order_key) for d in item.deliveries],
+            fallback=params.order_fallback(item),
+            refs=params.ref_values(item, now),
+            link_refs=item.link_refs,
+            cumulative=item.cumulative,
+            now=now,
+        )
+        stored = bool(await self._call("ingest", record))
         if stored:
             self._notify()
         return stored
 
     async def purchase(self, source: str, refs: list[str]) -> Purchase | None:
-        sql = self._sql["find_ref"]
-
-        def op(conn: sqlite3.Connection) -> Purchase | None:
-            for ref in refs:
-                row = conn.execute(sql, {"source": source, "ref": ref}).fetchone()
-                if row is not None:
-                    return Purchase(
-                        row["txn_id"],
-                        Customer(row["customer_id"], row["external_id"], row["email"], row["name"]),
-                    )
+        row = await self._call("purchase", source, refs)
+        if row is None:
             return None
-
-        return await self._call(op)
+        customer = Customer(row["customer_id"], row["external_id"], row["email"], row["name"])
+        return Purchase(row["txn_id"], customer)
 
     async def claim(
         self, destination: str, limit: int, now: float, lease: float, worker: str
     ) -> list[Delivery]:
-        sql = self._sql
-
-        def op(conn: sqlite3.Connection) -> list[Delivery]:
-            ids = [
-                row[0]
-                for row in conn.execute(
-                    sql["claim"],
-                    {
-                        "destination": destination,
-                        "limit": limit,
-                        "now": now,
-                        "lease_until": now + lease,
-                        "worker": worker,
-                    },
-                ).fetchall()
-            ]
-            if not ids:
-                return []
-            rows = conn.execute(sql["select_claimed"], {"ids": json.dumps(ids)}).fetchall()
-            return [delivery_from_row(row) for row in rows]
-
-        return await self._call(op)
+        rows = await self._call("claim", destination, limit, now, now + lease, worker)
+        return [delivery_from_row(row) for row in rows]
 
     async def finish(self, item: Finish, now: float) -> bool:
-        sql = self._sql
-        attempt = params.attempt_row(item)
-
-        def op(conn: sqlite3.Connection) -> bool:
-            changed = conn.execute(sql["finish"], params.finish_row(item, now)).rowcount
-            if changed and attempt is not None:
-                conn.execute(sql["insert_attempt"], attempt)
-            return bool(changed)
-
-        return await self._call(op)
+        return bool(
+            await self._call("finish", params.finish_row(item, now), params.attempt_row(item))
+        )
 
     async def release(self, worker: str | None, now: float) -> int:
-        sql = self._sql["release"]
-        params = {"worker": worker or "", "all_workers": worker is None, "now": now}
-        return await self._call(lambda conn: conn.execute(sql, params).rowcount)
+        return int(await self._call("release", worker, now))
 
     async def next_due(self, destinations: Sequence[str]) -> float | None:
-        sql = self._sql["next_due"]
-
-        def op(conn: sqlite3.Connection) -> float | None:
-            found = [conn.execute(sql, {"destination": d}).fetchone()[0] for d in destinations]
-            due = [float(value) for value in found if value is not None]
-            return min(due) if due else None
-
-        return await self._call(op)
+        due: float | None = await self._call("next_due", list(destinations))
+        return due
 
     async def get(self, delivery_id: int) -> tuple[Delivery, list[Attempt]] | None:
-        sql = self._sql
-
-        def op(conn: sqlite3.Connection) -> tuple[Delivery, list[Attempt]] | None:
-            row = conn.execute(sql["get_delivery"], {"id": delivery_id}).fetchone()
-            if row is None:
-                return None
-            attempts = conn.execute(sql["list_attempts"], {"id": delivery_id}).fetchall()
-            return delivery_from_row(row), [attempt_from_row(a) for a in attempts]
-
-        return await self._read(op)
+        found = await self._read("get", delivery_id)
+        if found is None:
+            return None
+        row, attempts = found
+        return delivery_from_row(row), [attempt_from_row(a) for a in attempts]
 
     async def deliveries(
         self,
@@ -430,41 +294,27 @@ class SQLiteStore:
         since: float | None = None,
         limit: int = 100,
     ) -> list[Delivery]:
-        sql = self._sql["list_deliveries"]
-        params = {"status": status, "destination": destination, "since": since, "limit": limit}
-        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
-        return [delivery_from_row(row) for row in rows]
+        key = {"status": status, "destination": destination, "since": since, "limit": limit}
+        return [delivery_from_row(row) for row in await self._read("deliveries", key)]
 
     async def redrive(self, ids: list[int], now: float) -> list[int]:
-        sql = self._sql["redrive"]
-
-        def op(chunk: list[int]) -> Callable[[sqlite3.Connection], list[int]]:
-            return lambda conn: [
-                i for i in chunk if conn.execute(sql, {"id": i, "now": now}).rowcount
-            ]
-
         # a few hundred at a time, each in a commit of its own: the webhooks that come while a
         # large redrive runs are stored between its parts, not after all of it
         done: list[int] = []
         for start in range(0, len(ids), REDRIVE_CHUNK):
-            done += await self._call(op(ids[start : start + REDRIVE_CHUNK]))
+            done += await self._call("redrive", ids[start : start + REDRIVE_CHUNK], now)
         if done:
             self._notify()
         return done
 
     async def counts(self) -> dict[str, int]:
-        sql = self._sql["count_by_status"]
-        rows = await self._read(lambda conn: conn.execute(sql).fetchall())
-        return {row["status"]: row["n"] for row in rows}
+        return {row["status"]: row["n"] for row in await self._read("counts")}
 
     async def queue(self) -> dict[str, QueueStats]:
-        sql = self._sql["queue"]
-        rows = await self._read(lambda conn: conn.execute(sql).fetchall())
+        rows = await self._read("queue")
         return {r["destination"]: QueueStats(r["depth"], r["oldest"], r["dead"]) for r in rows}
 
     async def events(self, limit: int = 100) -> list[StoredEvent]:
-        sql = self._sql["list_events"]
-        rows = await self._read(lambda conn: conn.execute(sql, {"limit": limit}).fetchall())
         return [
             StoredEvent(
                 row["id"],
@@ -474,29 +324,25 @@ class SQLiteStore:
                 row["received_at"],
                 json.loads(row["deliveries"] or "{}"),
             )
-            for row in rows
+            for row in await self._read("events", limit)
         ]
 
     async def prune(self, events_before: float, refs_before: float) -> int:
-        sql = self._sql
-
-        def op(conn: sqlite3.Connection) -> int:
-            pruned = conn.execute(sql["prune_events"], {"before": events_before}).rowcount
-            conn.execute(sql["prune_refs"], {"before": refs_before})
-            conn.execute(sql["prune_refund_totals"], {"before": refs_before})
-            return int(pruned)
-
-        return await self._call(op)
+        return int(await self._call("prune", events_before, refs_before))
 
 
-def _chunks(rows: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
-    return [rows[start : start + _ROWS] for start in range(0, len(rows), _ROWS)]
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """A writer process's end: its input closed (it finishes and leaves), waited for."""
+    for stream in (proc.stdin, proc.stdout):
+        _close(stream)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
-def _flat(rows: list[tuple[Any, ...]]) -> list[Any]:
-    return list(chain.from_iterable(rows))
-
-
-def _storage_failure(exc: BaseException) -> bool:
-    """Failures of the database itself (full, read-only, locked, I/O): no retry one by one."""
-    return isinstance(exc, sqlite3.OperationalError)
+def _close(stream: IO[bytes] | None) -> None:
+    if stream is not None:
+        with contextlib.suppress(OSError):  # its other end is gone already
+            stream.close()

@@ -1,0 +1,164 @@
+"""The SQLite store's writer process: its life beside the bridge's.
+
+The statements run in a process of their own; these tests check what that adds: a writer
+that dies is replaced without losing an acknowledged event, a bridge that dies takes its
+writer with it, and a Ctrl-C meant for the bridge does not end the writer first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge.model import NewDelivery, ProviderEvent
+from bridge.store import Ingest, SQLiteStore, StoreUnavailable
+
+NOW = 1_700_000_000.0
+
+
+def item(n: int) -> Ingest:
+    event = ProviderEvent("stripe", f"evt_{n}", "invoice.paid", int(NOW), {"id": f"evt_{n}"})
+    return Ingest(event, json.dumps({"id": f"evt_{n}"}), [NewDelivery(0, "dub", f"in_{n}")])
+
+
+@pytest.fixture
+def runner() -> Iterator[asyncio.Runner]:
+    with asyncio.Runner() as loop:
+        yield loop
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (ended, not yet waited for by its parent) is not alive
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def writer_pid(store: SQLiteStore) -> int:
+    assert store._writer is not None
+    return store._writer.pid
+
+
+def test_a_writer_that_dies_is_replaced_by_the_next_batch(
+    tmp_path: Path, runner: asyncio.Runner
+) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/w.db")
+    runner.run(store.open())
+    try:
+        assert runner.run(store.ingest(item(1), NOW))
+        first = writer_pid(store)
+        os.kill(first, signal.SIGKILL)
+        assert gone_within(first, 10)
+        # the next write starts a new writer; what was acknowledged before is still there
+        assert runner.run(store.ingest(item(2), NOW))
+        assert writer_pid(store) != first
+        assert not runner.run(store.ingest(item(1), NOW))  # a duplicate: it was kept
+        assert runner.run(store.counts()) == {"pending": 2}
+    finally:
+        runner.run(store.close())
+
+
+def test_a_batch_whose_writer_dies_fails_as_unavailable_not_as_a_crash(
+    tmp_path: Path, runner: asyncio.Runner
+) -> None:
+    """The writer ends while a batch is in flight: its callers hear StoreUnavailable (a
+    webhook is answered 503 and sent again), and the next batch has a writer again."""
+    store = SQLiteStore(f"sqlite:///{tmp_path}/w.db")
+    runner.run(store.open())
+    try:
+        pid = writer_pid(store)
+        # a batch that takes the writer a while: another connection holds the write lock
+        import sqlite3
+
+        other = sqlite3.connect(store.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+
+        async def killed_in_flight() -> BaseException | None:
+            write = asyncio.ensure_future(store.ingest(item(1), NOW))
+            await asyncio.sleep(0.5)  # the batch is with the writer, waiting for the lock
+            os.kill(pid, signal.SIGKILL)
+            try:
+                await write
+            except BaseException as exc:
+                return exc
+            return None
+
+        failure = runner.run(killed_in_flight())
+        other.execute("ROLLBACK")
+        other.close()
+        assert isinstance(failure, StoreUnavailable), failure
+        assert "writer process ended" in str(failure)
+        assert runner.run(store.ingest(item(1), NOW))  # not stored before: stored now
+    finally:
+        runner.run(store.close())
+
+
+def test_the_writer_ends_with_the_bridge_even_when_the_bridge_is_killed(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys, time
+        from bridge.store import SQLiteStore
+
+        async def main():
+            store = SQLiteStore("sqlite:///{tmp_path}/k.db")
+            await store.open()
+            print(store._writer.pid, flush=True)
+            time.sleep(60)
+
+        asyncio.run(main())
+        """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as bridge:
+        try:
+            assert bridge.stdout is not None
+            pid = int(bridge.stdout.readline())
+            assert alive(pid)
+        finally:
+            bridge.kill()
+            bridge.wait()
+    assert gone_within(pid, 10), "the writer outlived its bridge"
+
+
+def test_a_ctrl_c_for_the_bridge_does_not_end_the_writer_before_it(
+    tmp_path: Path, runner: asyncio.Runner
+) -> None:
+    """A terminal's Ctrl-C goes to its foreground process group: the writer is in a session
+    of its own, and ignores SIGINT and SIGTERM sent to it anyway (it ends with its input)."""
+    store = SQLiteStore(f"sqlite:///{tmp_path}/w.db")
+    runner.run(store.open())
+    try:
+        pid = writer_pid(store)
+        assert os.getpgid(pid) != os.getpgid(0)
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(0.3)
+        assert alive(pid)
+        assert runner.run(store.ingest(item(1), NOW))
+        assert writer_pid(store) == pid
+    finally:
+        runner.run(store.close())
+    assert gone_within(pid, 10)
