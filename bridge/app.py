@@ -18,7 +18,7 @@ import httpx
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from bridge import admin, metrics
@@ -105,8 +105,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _answer(code: int, /, **body: Any) -> JSONResponse:
-    return JSONResponse(body, status_code=code)
+# Starlette's JSONResponse's encoding, made once (``json.dumps`` with options makes one a call)
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _answer(code: int, /, **body: Any) -> Response:
+    return Response(_encode(body).encode(), status_code=code, media_type="application/json")
 
 
 # how long /readyz waits for the store: a probe gets its answer (503, and why) rather than its
@@ -159,7 +163,7 @@ def create_app(
             metrics.WEBHOOKS.labels("(unknown)", "unknown_source").inc()
             log.info("webhook refused", reason="unknown source", path=request.url.path[:100])
             return _answer(404, error="unknown source")
-        counted = metrics.WEBHOOKS.labels
+        counted = metrics.webhooks
         if state["stopping"]:
             counted(name, "unavailable").inc()
             return _answer(503, error="shutting down; retry later")

@@ -99,15 +99,39 @@ class _Stderr:
         sys.stderr.flush()
 
 
+class _Lines:
+    """structlog's logger: each rendered line, one write to whatever ``sys.stderr`` is then
+    (line-buffered: the write flushes it)."""
+
+    def msg(self, message: str) -> None:
+        sys.stderr.write(message + "\n")
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _fallback(value: Any) -> Any:
+    """What JSON cannot write: the value's own ``__structlog__()``, else its ``repr``."""
+    own = getattr(value, "__structlog__", None)
+    return own() if callable(own) else repr(value)
+
+
+# the JSON renderer's encoder, made once (``json.dumps`` with options makes one a line)
+_encode = json.JSONEncoder(default=_fallback).encode
+
+
+def _dumps(value: Any, **_options: Any) -> str:
+    return _encode(value)
+
+
 def configure(fmt: str = "auto", level: str = "info") -> None:
     """``fmt``: ``json``, ``console``, or ``auto`` (console on a terminal, else JSON)."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_dumps)
         if use_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
-    printer = structlog.PrintLogger(_Stderr())  # type: ignore[arg-type]
+    printer = _Lines()
     before: list[Any] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

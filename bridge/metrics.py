@@ -6,7 +6,9 @@ read from the store when scraped.
 
 from __future__ import annotations
 
+import functools
 import time
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
@@ -49,6 +51,13 @@ INGEST_BATCH = Histogram(
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+@functools.lru_cache(maxsize=1024)
+def webhooks(source: str, outcome: str) -> Any:
+    """WEBHOOKS' counter for a source and an outcome (found once: ``labels()`` checks and
+    looks up its labels on every call)."""
+    return WEBHOOKS.labels(source, outcome)
 
 
 def set_queue(
