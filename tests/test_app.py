@@ -158,6 +158,38 @@ def test_methods_other_than_post_are_405(client: TestClient) -> None:
     assert client.get("/webhooks/stripe").status_code == 405
 
 
+def test_a_path_that_only_starts_like_a_webhook_is_no_webhook(client: TestClient) -> None:
+    # a webhook is served before Starlette's router: what the router would not match as
+    # /webhooks/{source} must not be taken for one either
+    body = fixture_bytes("invoice.paid.json")
+    for path in ("/webhooks/", "/webhooks/stripe/x", "/webhooksx/stripe"):
+        response = client.post(path, content=body, headers=stripe_headers(body))
+        assert response.status_code in (404, 405), (path, response.status_code)
+        assert "accepted" not in response.text
+
+
+def test_a_bug_on_the_webhook_path_is_a_500_and_a_logged_traceback_not_a_dropped_connection(
+    client: TestClient, db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a webhook is served before Starlette's middleware: what its error middleware did for an
+    # exception no input should cause, the webhook path does itself
+    from bridge.logging import configure
+
+    configure("json")
+    pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
+
+    def broken(event: object) -> object:
+        raise RuntimeError("a bug")
+
+    pipeline.plan = broken
+    response = post(client, fixture_bytes("invoice.paid.json"))
+    assert response.status_code == 500
+    assert response.text == "Internal Server Error"
+    err = capsys.readouterr().err
+    assert "webhook failed" in err and "RuntimeError: a bug" in err
+    assert rows(db, "SELECT count(*) FROM events") == [(0,)]
+
+
 def test_a_body_over_the_limit_is_413_and_stores_nothing(client: TestClient, db: Path) -> None:
     body = (
         b'{"id": "evt_big", "type": "invoice.paid", "data": {"object": {}}, "pad": "'
@@ -269,22 +301,21 @@ def test_readiness_answers_in_time_while_another_process_holds_the_write_lock(
 def test_a_content_length_of_non_ascii_digits_is_read_as_undeclared() -> None:
     # headers are latin-1: the byte B2 is "²", whose isdigit() is true and int() raises; such
     # a length is not a declared one, and the body is read and measured instead
-    from starlette.requests import Request
+    from starlette.datastructures import Headers
 
     from bridge.app import BodyTooLarge, read_body
 
     async def receive() -> dict[str, object]:
         return {"type": "http.request", "body": b"{}", "more_body": False}
 
-    def request(length: bytes) -> Request:
-        headers = [(b"content-length", length)]
-        return Request({"type": "http", "method": "POST", "headers": headers}, receive)
+    def length(value: bytes) -> Headers:
+        return Headers(raw=[(b"content-length", value)])
 
     async def main() -> None:
-        assert await read_body(request(b"\xb2"), 10) == b"{}"
-        assert await read_body(request(b"\xb9\xb2"), 10) == b"{}"  # "¹²"
+        assert await read_body(length(b"\xb2"), receive, 10) == b"{}"
+        assert await read_body(length(b"\xb9\xb2"), receive, 10) == b"{}"  # "¹²"
         with pytest.raises(BodyTooLarge):
-            await read_body(request(b"11"), 10)
+            await read_body(length(b"11"), receive, 10)
 
     asyncio.run(main())
 
