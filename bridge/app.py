@@ -130,7 +130,8 @@ def webhook_source(scope: Scope) -> str | None:
 class Bridge(Starlette):
     """The bridge's Starlette app. A webhook, the hot path, goes straight to ``webhook``, not
     through Starlette's middleware, router and Request (together about as much CPU as the
-    verify-only app's own code); everything else is Starlette's."""
+    verify-only app's own code); everything else is Starlette's, and so is a webhook to an app
+    mounted under a root path (its route leads to the same handler)."""
 
     webhook: Callable[[Scope, Receive, Send, str], Awaitable[None]]
 
@@ -187,20 +188,29 @@ def create_app(
     the_store.subscribe(worker.wake.set)
 
     async def webhook(scope: Scope, receive: Receive, send: Send, name: str) -> None:
+        response = await respond(name, Headers(scope=scope), receive, scope["path"])
+        await response(scope, receive, send)
+
+    async def routed(request: Request) -> Response:
+        """A webhook the fast path leaves to Starlette's router (an app with a root path)."""
+        return await respond(
+            request.path_params["source"], request.headers, request.receive, request.url.path
+        )
+
+    async def respond(name: str, headers: Headers, receive: Receive, path: str) -> Response:
         state["receiving"] += 1
         try:
-            response = await answer(name, Headers(scope=scope), receive, scope["path"])
+            return await answer(name, headers, receive, path)
         except Exception:  # a bug, never the input: said as Starlette's own middleware would
             log.exception("webhook failed", source=name[:100])
-            response = PlainTextResponse("Internal Server Error", status_code=500)
+            return PlainTextResponse("Internal Server Error", status_code=500)
         finally:
             state["receiving"] -= 1
-        await response(scope, receive, send)
 
     async def answer(name: str, headers: Headers, receive: Receive, path: str) -> Response:
         source = pipe.sources.get(name)
         if source is None:
-            metrics.WEBHOOKS.labels("(unknown)", "unknown_source").inc()
+            metrics.webhooks("(unknown)", "unknown_source").inc()
             log.info("webhook refused", reason="unknown source", path=path[:100])
             return _answer(404, error="unknown source")
         counted = metrics.webhooks
@@ -354,6 +364,7 @@ def create_app(
 
     app = Bridge(
         routes=[
+            Route("/webhooks/{source}", routed, methods=["POST"]),
             Route("/webhooks/{source}", not_allowed, methods=["GET", "PUT", "PATCH", "DELETE"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

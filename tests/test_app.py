@@ -168,6 +168,20 @@ def test_a_path_that_only_starts_like_a_webhook_is_no_webhook(client: TestClient
         assert "accepted" not in response.text
 
 
+def test_a_webhook_to_an_app_under_a_root_path_is_stored(tmp_path: Path, db: Path) -> None:
+    # the fast path leaves an app mounted under a root path to Starlette's router, whose route
+    # leads to the same handler (without it, such a webhook was a 405)
+    path = tmp_path / "bridge.yaml"
+    path.write_text(table_yaml("http://127.0.0.1:9", db))
+    app = create_app(config_module.load(path), run_worker=False)
+    with TestClient(app, root_path="/bridge") as client:
+        body = fixture_bytes("invoice.paid.json")
+        response = client.post("/webhooks/stripe", content=body, headers=stripe_headers(body))
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "accepted"
+    assert rows(db, "SELECT count(*) FROM events") == [(1,)]
+
+
 def test_a_bug_on_the_webhook_path_is_a_500_and_a_logged_traceback_not_a_dropped_connection(
     client: TestClient, db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
