@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from bridge.model import UNSTORABLE
@@ -29,13 +30,18 @@ def storable(text: str | None) -> str | None:
 
 
 def first_of_each(items: list[Ingest]) -> tuple[list[tuple[str, str]], dict[tuple[str, str], int]]:
-    """Each item's (source, event id), and where each of those first appears: of one event
-    sent twice in a batch, only the first is written (the others are duplicates)."""
+    """Each item's (source, event id), and where each of those first appears."""
     keys = [(item.event.source, item.event.id) for item in items]
+    return keys, firsts(keys)
+
+
+def firsts(keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """Where each (source, event id) first appears: of one event sent twice in a batch, only
+    the first is written (the others are duplicates)."""
     first: dict[tuple[str, str], int] = {}
     for index, key in enumerate(keys):
         first.setdefault(key, index)
-    return keys, first
+    return first
 
 
 def event_values(item: Ingest, now: float) -> tuple[Any, ...]:
@@ -48,10 +54,16 @@ def delivery_values(
 ) -> list[tuple[Any, ...]]:
     """A refund whose purchase id was not in its payload takes the remembered purchase's id (or
     its first payment reference) as its order key, so it queues behind that purchase."""
-    fallback = resolved or order_fallback(item)
-    return [
-        (event_pk, d.route, d.destination, d.order_key or fallback, now) for d in item.deliveries
-    ]
+    routes = [(d.route, d.destination, d.order_key) for d in item.deliveries]
+    return ordered_deliveries(routes, event_pk, resolved or order_fallback(item), now)
+
+
+def ordered_deliveries(
+    routes: Sequence[tuple[int, str, str | None]], event_pk: int, fallback: str, now: float
+) -> list[tuple[Any, ...]]:
+    """Delivery rows from (route, destination, order key): one that names no order key takes
+    ``fallback``."""
+    return [(event_pk, route, name, key or fallback, now) for route, name, key in routes]
 
 
 def order_fallback(item: Ingest) -> str:

@@ -3,8 +3,8 @@
 The writer process (``sqlite_writer``) runs the writes, a batch of them in one transaction;
 the store's read-only connection, on a thread of the bridge's own process, runs the reads.
 Everything an operation takes and gives back is plain data (tuples, dicts, numbers, text), so
-that it crosses the pipe between the two processes as it is. Nothing here imports the rest
-of the bridge but the named SQL and the migrations: the writer process starts fast.
+that it crosses the pipe between the two processes as it is. Nothing here imports the bridge's
+side of the store (asyncio, metrics): the writer process starts fast.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from bridge.store import params
 from bridge.store.migrations import behind, pending
 from bridge.store.sql import many, queries
 
@@ -48,8 +49,9 @@ class NewEvent(NamedTuple):
         return bool(self.link_refs) or self.cumulative is not None
 
     def delivery_rows(self, event_pk: int, resolved: str | None) -> list[tuple[Any, ...]]:
-        key = resolved or self.fallback
-        return [(event_pk, r, d, order or key, self.now) for r, d, order in self.deliveries]
+        return params.ordered_deliveries(
+            self.deliveries, event_pk, resolved or self.fallback, self.now
+        )
 
 
 # --- connections -------------------------------------------------------------------------------
@@ -156,11 +158,10 @@ def run_batch(conn: sqlite3.Connection, batch: list[Op]) -> tuple[list[Outcome],
 def _apply(conn: sqlite3.Connection, batch: list[Op]) -> list[Any]:
     """The batch's new events first, in bulk, then the rest in order (a refund that looks up
     its purchase sees a purchase of the same commit)."""
-    new = [op[1] for op in batch if op[0] == "ingest" and not op[1].looks_up]
-    written = iter(write_events(conn, new))
+    bulk = [op[0] == "ingest" and not op[1].looks_up for op in batch]
+    written = iter(write_events(conn, [op[1] for op, b in zip(batch, bulk, strict=True) if b]))
     return [
-        next(written) if op[0] == "ingest" and not op[1].looks_up else OPS[op[0]](conn, *op[1:])
-        for op in batch
+        next(written) if b else OPS[op[0]](conn, *op[1:]) for op, b in zip(batch, bulk, strict=True)
     ]
 
 
@@ -180,9 +181,7 @@ def write_events(conn: sqlite3.Connection, new: list[NewEvent]) -> list[bool]:
     if not new:
         return []
     keys = [item.key for item in new]
-    first: dict[tuple[str, str], int] = {}
-    for index, key in enumerate(keys):
-        first.setdefault(key, index)
+    first = params.firsts(keys)
     stored: dict[tuple[str, str], int] = {}
     for rows in _chunks([new[index].event for index in first.values()]):
         cursor = conn.execute(

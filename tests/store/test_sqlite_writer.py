@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -90,8 +91,6 @@ def test_a_batch_whose_writer_dies_fails_as_unavailable_not_as_a_crash(
     try:
         pid = writer_pid(store)
         # a batch that takes the writer a while: another connection holds the write lock
-        import sqlite3
-
         other = sqlite3.connect(store.path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
 
