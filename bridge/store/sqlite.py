@@ -6,11 +6,13 @@ concurrent webhooks share one fsync and each is acknowledged only once its event
 is durable. The write connection lives in a process of its own
 (``sqlite_writer``): each batch crosses a pipe, one frame out and one back, and
 its statements run on the machine's other core while the event loop goes on
-with the next webhooks. The new events of a commit, with their deliveries and
-remembered purchases, are written by three multi-row INSERTs, not three
-statements an event. If the writer process ends, the batch in flight fails
-(its webhooks are answered 503, and the processor sends them again) and the
-next batch starts a new writer.
+with the next webhooks. The pipes are the event loop's own (no thread hands the
+answers over), and the next batch goes while one is with the writer, so that
+the writer never waits for the event loop between commits. The new events of a
+commit, with their deliveries and remembered purchases, are written by three
+multi-row INSERTs, not three statements an event. If the writer process ends,
+the batches it had fail (their webhooks are answered 503, and the processor
+sends them again) and the next batch starts a new writer.
 
 What only reads for a person or a scraper (``/metrics``' queue, the admin API's lists
 and counts) runs on a read-only connection on a thread of this process: never inside a
@@ -24,23 +26,26 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import sqlite3
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, NamedTuple
 
 from bridge import metrics
 from bridge.model import Attempt, Customer, Delivery, Purchase
 from bridge.store import params
 from bridge.store.base import Finish, Ingest, QueueStats, StoredEvent, StoreUnavailable
 from bridge.store.group import fail
-from bridge.store.pipe import frame, read_frame
+from bridge.store.pipe import Frames, frame
 from bridge.store.rows import attempt_from_row, delivery_from_row
 from bridge.store.sqlite_ops import OPS, NewEvent, Op, Outcome, connect_reader
 
 _BATCH = 512
+_IN_FLIGHT = 2  # batches with the writer at once: it runs one while the next is on its way
 
 _Pending = tuple[Op, asyncio.Future[Any]]
 
@@ -65,11 +70,14 @@ class SQLiteStore:
         self.path = path_of(url)
         self.synchronous = synchronous
         self.auto_migrate = migrate
-        self._io: ThreadPoolExecutor | None = None  # talks to the writer process
+        self._io: ThreadPoolExecutor | None = None  # starts and waits for writer processes
         self._writer: subprocess.Popen[bytes] | None = None
+        self._pipes: _Pipes | None = None  # to and from the writer, on the event loop
+        self._starting: asyncio.Task[None] | None = None
         self._reader: tuple[sqlite3.Connection, ThreadPoolExecutor] | None = None
-        self._pending: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._pending: list[_Pending] = []  # the next batch, forming
+        self._in_flight: deque[list[asyncio.Future[Any]]] = deque()  # with the writer
+        self._scheduled = False  # a send is due at the event loop's next turn
         self._listeners: list[Callable[[], None]] = []
 
     def subscribe(self, callback: Callable[[], None]) -> None:
@@ -85,13 +93,13 @@ class SQLiteStore:
     async def open(self) -> None:
         if self._io is not None:
             return
-        io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         try:
-            await asyncio.get_running_loop().run_in_executor(io, self._start)
+            await self._connect()
         except BaseException:
+            io, self._io = self._io, None
             io.shutdown(wait=False)
             raise
-        self._io = io
         if self.path != ":memory:":  # a second connection to :memory: is another database
             reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
             try:
@@ -106,66 +114,109 @@ class SQLiteStore:
     async def close(self) -> None:
         if self._io is None:
             return
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.wait([self._flusher])
+        with contextlib.suppress(StoreUnavailable):
+            await self._call("ping")  # answered after everything queued before it
         io, self._io = self._io, None
+        fail((f for _op, f in self._pending), StoreUnavailable("the store is closed"))
+        self._pending = []
+        pipes, self._pipes = self._pipes, None
+        if pipes is not None:
+            pipes.to_writer.close()  # the writer reads the end of its input, and leaves
+        proc, self._writer = self._writer, None
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(io, self._stop)
+        if proc is not None:
+            await loop.run_in_executor(io, _end, proc)
+        if pipes is not None:
+            pipes.from_writer.close()
         io.shutdown(wait=True)
         if self._reader is not None:
             (reader, reads), self._reader = self._reader, None
             await loop.run_in_executor(reads, reader.close)
             reads.shutdown(wait=True)
 
-    def _start(self) -> None:
-        """A writer process on the database (on the store's thread): it opens and migrates
-        the database, and says whether it could."""
-        command = [*self.writer, self.path, self.synchronous, "1" if self.auto_migrate else "0"]
+    async def _connect(self) -> None:
+        """A writer process on the database, its pipes on the event loop: it opens and
+        migrates the database, and says whether it could."""
+        assert self._io is not None
+        loop = asyncio.get_running_loop()
+        proc, to_writer, from_writer = await loop.run_in_executor(self._io, self._spawn)
+        hello: asyncio.Future[Any] = loop.create_future()
+        write: asyncio.WriteTransport | None = None
         try:
-            proc = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
-            )
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from None
-        assert proc.stdout is not None
-        hello = read_frame(proc.stdout)
-        if hello is None or not hello[0]:
-            _end(proc)
-            if hello is None:
+            write, _ = await loop.connect_write_pipe(asyncio.Protocol, to_writer)
+            read, replies = await loop.connect_read_pipe(lambda: _Replies(self, hello), from_writer)
+        except BaseException:
+            if write is not None:
+                write.close()  # it owns its end of the pipe now
+            else:
+                _close(to_writer)
+            _close(from_writer)
+            await loop.run_in_executor(self._io, _end, proc)
+            raise
+        self._writer, self._pipes = proc, _Pipes(write, read, replies)
+        try:
+            opened, refusal = await hello
+        except StoreUnavailable:
+            opened, refusal = False, None
+        if not opened:
+            self._pipes = self._writer = None
+            write.close()
+            await loop.run_in_executor(self._io, _end, proc)
+            read.close()
+            if refusal is None:
                 raise StoreUnavailable(
                     f"cannot open {self.path}: its writer process ended ({proc.returncode})"
                 )
-            refusal = hello[1]
             if isinstance(refusal, (sqlite3.Error, OSError)):
                 raise StoreUnavailable(f"cannot open {self.path}: {refusal}")
             raise refusal
-        self._writer = proc
 
-    def _stop(self) -> None:
-        proc, self._writer = self._writer, None
-        if proc is not None:
-            _end(proc)
-
-    def _exchange(self, batch: list[Op]) -> tuple[list[Outcome], list[int]]:
-        """One batch through the writer process (on the store's thread): each operation's
-        outcome, and the events each commit stored. A writer that has ended is replaced."""
-        proc = self._writer
-        if proc is None or proc.poll() is not None:
-            self._stop()
-            self._start()
-            proc = self._writer
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], IO[bytes], IO[bytes]]:
+        """The writer process (on the store's thread) and the bridge's ends of its pipes."""
+        command = [*self.writer, self.path, self.synchronous, "1" if self.auto_migrate else "0"]
+        child_in, to_writer = os.pipe()
+        from_writer, child_out = os.pipe()
         try:
-            proc.stdin.write(frame(batch))
-            proc.stdin.flush()
-            reply = read_frame(proc.stdout)
-        except OSError:
-            reply = None
-        if reply is None:
-            self._stop()
-            raise StoreUnavailable(f"SQLite: the writer process ended ({proc.returncode})")
-        outcomes, commits = reply
-        return outcomes, commits
+            proc = subprocess.Popen(
+                command, stdin=child_in, stdout=child_out, start_new_session=True
+            )
+        except OSError as exc:
+            for fd in (child_in, to_writer, from_writer, child_out):
+                os.close(fd)
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from None
+        os.close(child_in)
+        os.close(child_out)
+        return proc, open(to_writer, "wb", buffering=0), open(from_writer, "rb", buffering=0)
+
+    def _ended(self, replies: _Replies) -> None:
+        """The writer's output ended: it has ended. Whatever it had not answered fails as
+        unavailable (a webhook is answered 503, and sent again); the next batch starts a new
+        writer."""
+        if self._pipes is None or self._pipes.replies is not replies:
+            return  # a writer that was closed, or one already replaced
+        pipes, self._pipes = self._pipes, None
+        proc, self._writer = self._writer, None
+        pipes.to_writer.close()
+        pipes.from_writer.close()
+        if proc is not None and self._io is not None:
+            asyncio.get_running_loop().run_in_executor(self._io, _end, proc)
+        failure = StoreUnavailable("SQLite: the writer process ended")
+        while self._in_flight:
+            fail(self._in_flight.popleft(), failure)
+        if self._pending:
+            self._send()
+
+    async def _restart(self) -> None:
+        try:
+            await self._connect()
+        except Exception as exc:  # those waiting hear why; the next batch tries again
+            failure = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(repr(exc))
+            fail((f for _op, f in self._pending), failure)
+            self._pending = []
+            return
+        self._send()
+
+    # --- batches ------------------------------------------------------------------------------
 
     async def _call(self, name: str, *args: Any) -> Any:
         return await self._submit((name, *args))
@@ -187,39 +238,44 @@ class SQLiteStore:
     def _submit(self, op: Op) -> asyncio.Future[Any]:
         if self._io is None:
             raise StoreUnavailable("the store is not open")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((op, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        if not self._scheduled:  # what is queued in this turn of the loop goes together
+            self._scheduled = True
+            loop.call_soon(self._send)
         return future
 
-    async def _flush(self) -> None:
-        while self._pending:
+    def _send(self) -> None:
+        """The batches that can go to the writer now: at most ``_IN_FLIGHT`` at a time, each
+        all that queued up while the ones before it were with the writer."""
+        self._scheduled = False
+        while self._pending and len(self._in_flight) < _IN_FLIGHT:
+            if (
+                self._pipes is not None
+                and self._writer is not None
+                and self._writer.poll() is not None
+            ):
+                self._ended(self._pipes.replies)  # it ended while idle: not told yet
+            if self._pipes is None:
+                if self._io is not None and (self._starting is None or self._starting.done()):
+                    self._starting = asyncio.ensure_future(self._restart())
+                return
             batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+            futures = [future for _op, future in batch]
             try:
-                await self._run_batch(batch)
-            except BaseException as exc:  # cancelled: no caller is left waiting for ever
-                fail((f for _op, f in batch), StoreUnavailable(f"write interrupted: {exc!r}"))
-                raise
+                data = frame([op for op, _future in batch])
+            except Exception as exc:  # an operation that cannot cross the pipe (a bug)
+                fail(futures, StoreUnavailable(f"cannot send to the writer: {exc!r}"))
+                continue
+            self._in_flight.append(futures)
+            self._pipes.to_writer.write(data)
 
-    async def _run_batch(self, batch: list[_Pending]) -> None:
-        """All of ``batch`` in one transaction and one commit, in the writer process (which
-        runs each operation again on its own if one fails, so that one caller's failure is
-        never another's)."""
-        io = self._io
-        futures = [future for _op, future in batch]
-        if io is None:
-            fail(futures, StoreUnavailable("the store is not open"))
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            outcomes, commits = await loop.run_in_executor(
-                io, self._exchange, [op for op, _future in batch]
-            )
-        except Exception as exc:
-            failure = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(repr(exc))
-            fail(futures, failure)
-            return
+    def _replied(self, reply: tuple[list[Outcome], list[int]]) -> None:
+        """The writer's answer to the oldest batch with it: all of it committed in one
+        transaction (or each operation again on its own, when one failed)."""
+        futures = self._in_flight.popleft()
+        outcomes, commits = reply
         # the webhooks each commit held (the worker's and the admin's operations share
         # commits too, but they are not what the histogram is about)
         for events in commits:
@@ -234,6 +290,8 @@ class SQLiteStore:
                 future.set_exception(StoreUnavailable(f"SQLite: {value}"))
             else:
                 future.set_exception(value)
+        if self._pending:
+            self._send()
 
     # --- the Store protocol -------------------------------------------------------------------
 
@@ -331,10 +389,36 @@ class SQLiteStore:
         return int(await self._call("prune", events_before, refs_before))
 
 
+class _Pipes(NamedTuple):
+    to_writer: asyncio.WriteTransport
+    from_writer: asyncio.ReadTransport
+    replies: _Replies
+
+
+class _Replies(asyncio.Protocol):
+    """The writer's frames as its pipe brings them to the event loop: first whether the
+    database opened, then each batch's answer, in the order the batches went."""
+
+    def __init__(self, store: SQLiteStore, hello: asyncio.Future[Any]) -> None:
+        self._store = store
+        self._hello = hello
+        self._frames = Frames()
+
+    def data_received(self, data: bytes) -> None:
+        for reply in self._frames.feed(data):
+            if not self._hello.done():
+                self._hello.set_result(reply)
+            else:
+                self._store._replied(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._hello.done():
+            self._hello.set_exception(StoreUnavailable("the writer process ended"))
+        self._store._ended(self)
+
+
 def _end(proc: subprocess.Popen[bytes]) -> None:
-    """A writer process's end: its input closed (it finishes and leaves), waited for."""
-    for stream in (proc.stdin, proc.stdout):
-        _close(stream)
+    """A writer process's end, waited for (its input is closed: it finishes and leaves)."""
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:

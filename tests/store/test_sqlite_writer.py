@@ -114,6 +114,39 @@ def test_a_batch_whose_writer_dies_fails_as_unavailable_not_as_a_crash(
         runner.run(store.close())
 
 
+def test_the_next_batch_goes_to_the_writer_while_one_is_with_it_and_both_fail_if_it_dies(
+    tmp_path: Path, runner: asyncio.Runner
+) -> None:
+    """The writer has the next batch in hand while it runs one (the event loop does not wait
+    for the first's answer to send it); when the writer dies, every batch it had fails as
+    unavailable, and no caller waits for ever."""
+    store = SQLiteStore(f"sqlite:///{tmp_path}/w.db")
+    runner.run(store.open())
+    try:
+        pid = writer_pid(store)
+        other = sqlite3.connect(store.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # the first batch waits for this lock
+
+        async def two_in_flight() -> list[BaseException | bool]:
+            first = asyncio.ensure_future(store.ingest(item(1), NOW))
+            await asyncio.sleep(0.3)
+            second = asyncio.ensure_future(store.ingest(item(2), NOW))
+            await asyncio.sleep(0.3)
+            assert len(store._in_flight) == 2 and not store._pending
+            os.kill(pid, signal.SIGKILL)
+            async with asyncio.timeout(10):
+                return list(await asyncio.gather(first, second, return_exceptions=True))
+
+        outcomes = runner.run(two_in_flight())
+        other.execute("ROLLBACK")
+        other.close()
+        assert [type(o) for o in outcomes] == [StoreUnavailable, StoreUnavailable], outcomes
+        assert runner.run(store.ingest(item(2), NOW))  # a new writer, and nothing was stored
+        assert runner.run(store.ingest(item(1), NOW))
+    finally:
+        runner.run(store.close())
+
+
 def test_the_writer_ends_with_the_bridge_even_when_the_bridge_is_killed(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
