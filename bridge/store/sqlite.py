@@ -114,8 +114,10 @@ class SQLiteStore:
     async def close(self) -> None:
         if self._io is None:
             return
-        with contextlib.suppress(StoreUnavailable):
-            await self._call("ping")  # answered after everything queued before it
+        self._if_ended()  # a writer that ended while idle: no new one just to close
+        if self._pipes is not None or self._pending or self._in_flight:
+            with contextlib.suppress(StoreUnavailable):
+                await self._call("ping")  # answered after everything queued before it
         io, self._io = self._io, None
         fail((f for _op, f in self._pending), StoreUnavailable("the store is closed"))
         self._pending = []
@@ -206,6 +208,12 @@ class SQLiteStore:
         if self._pending:
             self._send()
 
+    def _if_ended(self) -> None:
+        """A writer that has ended, known before its pipe says so (the event loop may not have
+        run since it ended, or not yet read the end of its output)."""
+        if self._pipes is not None and self._writer is not None and self._writer.poll() is not None:
+            self._ended(self._pipes.replies)
+
     async def _restart(self) -> None:
         try:
             await self._connect()
@@ -251,12 +259,7 @@ class SQLiteStore:
         all that queued up while the ones before it were with the writer."""
         self._scheduled = False
         while self._pending and len(self._in_flight) < _IN_FLIGHT:
-            if (
-                self._pipes is not None
-                and self._writer is not None
-                and self._writer.poll() is not None
-            ):
-                self._ended(self._pipes.replies)  # it ended while idle: not told yet
+            self._if_ended()
             if self._pipes is None:
                 if self._io is not None and (self._starting is None or self._starting.done()):
                     self._starting = asyncio.ensure_future(self._restart())

@@ -18,6 +18,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,6 +113,33 @@ def test_a_batch_whose_writer_dies_fails_as_unavailable_not_as_a_crash(
         assert runner.run(store.ingest(item(1), NOW))  # not stored before: stored now
     finally:
         runner.run(store.close())
+
+
+def test_closing_a_store_whose_writer_died_starts_no_new_one(
+    tmp_path: Path, runner: asyncio.Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/w.db")
+    runner.run(store.open())
+    assert runner.run(store.ingest(item(1), NOW))
+    pid = writer_pid(store)
+    os.kill(pid, signal.SIGKILL)
+    assert gone_within(pid, 10)
+    spawned: list[int] = []
+    spawn = store._spawn
+
+    def counted() -> Any:
+        spawned.append(1)
+        return spawn()
+
+    monkeypatch.setattr(store, "_spawn", counted)
+    runner.run(store.close())
+    assert spawned == []
+    reopened = SQLiteStore(f"sqlite:///{tmp_path}/w.db")
+    runner.run(reopened.open())
+    try:
+        assert runner.run(reopened.counts()) == {"pending": 1}
+    finally:
+        runner.run(reopened.close())
 
 
 def test_the_next_batch_goes_to_the_writer_while_one_is_with_it_and_both_fail_if_it_dies(
