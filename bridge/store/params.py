@@ -29,12 +29,6 @@ def storable(text: str | None) -> str | None:
     return UNSTORABLE.sub("\ufffd", text) if text else text
 
 
-def first_of_each(items: list[Ingest]) -> tuple[list[tuple[str, str]], dict[tuple[str, str], int]]:
-    """Each item's (source, event id), and where each of those first appears."""
-    keys = [(item.event.source, item.event.id) for item in items]
-    return keys, firsts(keys)
-
-
 def firsts(keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
     """Where each (source, event id) first appears: of one event sent twice in a batch, only
     the first is written (the others are duplicates)."""

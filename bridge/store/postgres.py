@@ -219,7 +219,7 @@ class PostgresStore:
     async def _write_events(self, batch: list[tuple[Ingest, float]]) -> list[bool]:
         """True for each event stored; False for a duplicate (already stored, or earlier in
         the same batch)."""
-        _keys, first = params.first_of_each([item for item, _now in batch])
+        first = params.firsts([(item.event.source, item.event.id) for item, _now in batch])
         chosen = list(first.values())
         columns = _columns([batch[index] for index in chosen])
         async with self._conn() as conn:

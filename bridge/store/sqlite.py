@@ -121,15 +121,10 @@ class SQLiteStore:
         io, self._io = self._io, None
         fail((f for _op, f in self._pending), StoreUnavailable("the store is closed"))
         self._pending = []
-        pipes, self._pipes = self._pipes, None
-        if pipes is not None:
-            pipes.to_writer.close()  # the writer reads the end of its input, and leaves
-        proc, self._writer = self._writer, None
+        proc = self._detach()
         loop = asyncio.get_running_loop()
         if proc is not None:
             await loop.run_in_executor(io, _end, proc)
-        if pipes is not None:
-            pipes.from_writer.close()
         io.shutdown(wait=True)
         if self._reader is not None:
             (reader, reads), self._reader = self._reader, None
@@ -161,10 +156,8 @@ class SQLiteStore:
         except StoreUnavailable:
             opened, refusal = False, None
         if not opened:
-            self._pipes = self._writer = None
-            write.close()
+            self._detach()  # if its pipe's end has not done it already
             await loop.run_in_executor(self._io, _end, proc)
-            read.close()
             if refusal is None:
                 raise StoreUnavailable(
                     f"cannot open {self.path}: its writer process ended ({proc.returncode})"
@@ -196,10 +189,7 @@ class SQLiteStore:
         writer."""
         if self._pipes is None or self._pipes.replies is not replies:
             return  # a writer that was closed, or one already replaced
-        pipes, self._pipes = self._pipes, None
-        proc, self._writer = self._writer, None
-        pipes.to_writer.close()
-        pipes.from_writer.close()
+        proc = self._detach()
         if proc is not None and self._io is not None:
             asyncio.get_running_loop().run_in_executor(self._io, _end, proc)
         failure = StoreUnavailable("SQLite: the writer process ended")
@@ -207,6 +197,16 @@ class SQLiteStore:
             fail(self._in_flight.popleft(), failure)
         if self._pending:
             self._send()
+
+    def _detach(self) -> subprocess.Popen[bytes] | None:
+        """The writer's pipes closed (it reads the end of its input, and leaves): its process,
+        for the caller to wait for."""
+        pipes, self._pipes = self._pipes, None
+        proc, self._writer = self._writer, None
+        if pipes is not None:
+            pipes.to_writer.close()
+            pipes.from_writer.close()
+        return proc
 
     def _if_ended(self) -> None:
         """A writer that has ended, known before its pipe says so (the event loop may not have
@@ -429,7 +429,6 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _close(stream: IO[bytes] | None) -> None:
-    if stream is not None:
-        with contextlib.suppress(OSError):  # its other end is gone already
-            stream.close()
+def _close(stream: IO[bytes]) -> None:
+    with contextlib.suppress(OSError):  # its other end is gone already
+        stream.close()
