@@ -210,12 +210,8 @@ def ingest(conn: sqlite3.Connection, item: NewEvent) -> bool:
     if row is None:
         return False
     source = item.event[0]
-    resolved = None
-    for ref in item.link_refs:
-        found = conn.execute(SQL["find_ref"], {"source": source, "ref": ref}).fetchone()
-        if found is not None:
-            resolved = found["txn_id"]
-            break
+    found = purchase(conn, source, item.link_refs)
+    resolved = found["txn_id"] if found is not None else None
     _insert(conn, "insert_deliveries", item.delivery_rows(row[0], resolved))
     _insert(conn, "remember_refs", item.refs)
     if item.cumulative is not None:
