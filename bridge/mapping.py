@@ -200,6 +200,11 @@ class Expression:
         except (TypeError, ValueError, ArithmeticError) as exc:  # e.g. contains() on a number
             raise MappingError(f"expression {self.text!r} failed: {type(exc).__name__}") from None
 
+    def __reduce__(self) -> tuple[Callable[[str], Expression], tuple[str]]:
+        """Pickled as its text, compiled again where it is read (closures don't pickle): the
+        table crosses to SQLite's writer process this way."""
+        return compile_expression, (self.text,)
+
 
 def compile_expression(text: str) -> Expression:
     if not isinstance(text, str) or not text.strip():
