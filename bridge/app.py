@@ -25,11 +25,10 @@ from starlette.types import Receive, Scope, Send
 
 from bridge import admin, metrics
 from bridge.config import Config
-from bridge.model import ProviderEvent
+from bridge.intake import Admits, Inline, Intake, admit
 from bridge.pipeline import Pipeline
-from bridge.sources.base import BadEvent, SignatureError
+from bridge.sources.base import SignatureError
 from bridge.store import Store, StoreUnavailable, connect
-from bridge.store.base import Ingest
 from bridge.worker import Clock, Worker
 
 log = structlog.get_logger("bridge.app")
@@ -37,59 +36,6 @@ log = structlog.get_logger("bridge.app")
 
 class BodyTooLarge(Exception):
     pass
-
-
-class TooDeep(ValueError):
-    pass
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError(f"number {text[:32]} is out of range")
-    return value
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
-
-
-def parse_json(text: str, max_depth: int) -> Any:
-    """One parse per request; NaN/Infinity, numbers that overflow a float (1e999), a byte order
-    mark and nesting deeper than ``max_depth`` are refused."""
-    try:
-        value = _DECODER.decode(text)
-    except RecursionError:
-        raise TooDeep(f"JSON nested deeper than {max_depth} levels") from None
-    if text.count("{") + text.count("[") <= max_depth:
-        return value  # fewer brackets than levels allowed: it can't be too deep (most bodies)
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > max_depth:
-            raise TooDeep(f"JSON nested deeper than {max_depth} levels")
-        if isinstance(node, dict):
-            stack.extend(
-                (child, depth + 1) for child in node.values() if isinstance(child, (dict, list))
-            )
-        elif isinstance(node, list):
-            stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
-    return value
-
-
-def checked(event: ProviderEvent) -> ProviderEvent:
-    """Ids and types every store can hold: printable text, at most 255 characters."""
-    for what, value in (("id", event.id), ("type", event.type)):
-        if not value or len(value) > 255 or not value.isprintable():
-            raise BadEvent(f"event {what} must be printable text of 1 to 255 characters")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BadEvent(f"event {what} is not valid text") from None
-    return event
 
 
 async def read_body(headers: Headers, receive: Receive, limit: int) -> bytes:
@@ -186,6 +132,10 @@ def create_app(
         stopping=lambda: state["stopping"],
     )
     the_store.subscribe(worker.wake.set)
+    # SQLite's writer process parses and plans each webhook as it stores it; else it is done here
+    intake: Intake = (
+        the_store.intake(config) if isinstance(the_store, Admits) else Inline(pipe, the_store)
+    )
 
     async def webhook(scope: Scope, receive: Receive, send: Send, name: str) -> None:
         response = await respond(name, Headers(scope=scope), receive, scope["path"])
@@ -233,55 +183,45 @@ def create_app(
             log.info("webhook refused", source=name, reason=str(exc))
             return _answer(400, error=f"signature: {exc}")
         try:
-            text = body.decode("utf-8")  # strict: not UTF-8 is a 400, and what is stored is text
-            payload = parse_json(text, config.server.max_depth)
-            event = checked(source.event(payload, headers))
-        except (ValueError, UnicodeDecodeError, TooDeep, BadEvent) as exc:
-            reason = str(exc) if isinstance(exc, (TooDeep, BadEvent)) else "body is not valid JSON"
-            counted(name, "invalid").inc()
-            log.info("webhook refused", source=name, reason=reason)
-            return _answer(400, error=reason)
-
-        bound = log.bind(source=name, event_id=event.id, event_type=event.type)
-        plan = pipe.plan(event)
-        if not plan.matched:
-            counted(name, "ignored").inc()
+            verdict = await intake(name, body, headers.raw, clock())
+        except Exception as exc:
+            # the store failed: a webhook that needed nothing stored gets its answer all the
+            # same; one that did gets a 503, never a 500 (nothing was stored, it comes again)
+            verdict, item = admit(pipe, name, body, headers, config.server.max_depth)
+            if item is not None:
+                counted(name, "unavailable").inc()
+                named = log.bind(
+                    source=name, event_id=verdict.event_id, event_type=verdict.event_type
+                )
+                if isinstance(exc, StoreUnavailable):
+                    named.error("webhook not stored: store unavailable", error=str(exc))
+                else:
+                    named.error(
+                        "webhook not stored: unexpected store error", error=type(exc).__name__
+                    )
+                return _answer(503, error="storage unavailable; retry later")
+        outcome = verdict.outcome
+        counted(name, outcome).inc()
+        if outcome == "invalid":
+            log.info("webhook refused", source=name, reason=verdict.reason)
+            return _answer(400, error=verdict.reason)
+        bound = log.bind(source=name, event_id=verdict.event_id, event_type=verdict.event_type)
+        if outcome == "ignored":
             bound.info("webhook ignored: no route wants this event")
             return _answer(200, status="ignored")
-        if not plan.deliveries:
-            counted(name, "skipped").inc()
-            bound.info("webhook skipped: nothing to send", reasons=plan.skipped)
-            return _answer(200, status="skipped", reasons=plan.skipped)
-        item = Ingest(
-            event=event,
-            body=text,
-            deliveries=plan.deliveries,
-            remember=plan.remember,
-            purchase=plan.purchase,
-            link_refs=plan.link_refs,
-            cumulative=plan.cumulative,
-        )
-        try:
-            stored = await the_store.ingest(item, clock())
-        except StoreUnavailable as exc:
-            counted(name, "unavailable").inc()
-            bound.error("webhook not stored: store unavailable", error=str(exc))
-            return _answer(503, error="storage unavailable; retry later")
-        except Exception as exc:  # never a 500: nothing was stored, the processor will retry
-            counted(name, "unavailable").inc()
-            bound.error("webhook not stored: unexpected store error", error=type(exc).__name__)
-            return _answer(503, error="storage unavailable; retry later")
-        if not stored:
-            counted(name, "duplicate").inc()
+        if outcome == "skipped":
+            reasons = list(verdict.skipped)
+            bound.info("webhook skipped: nothing to send", reasons=reasons)
+            return _answer(200, status="skipped", reasons=reasons)
+        if outcome == "duplicate":
             bound.info("webhook duplicate: already stored")
             return _answer(200, status="duplicate")
-        counted(name, "accepted").inc()
         bound.info(
             "webhook accepted",
-            deliveries=[d.destination for d in plan.deliveries],
-            skipped=plan.skipped or None,
+            deliveries=list(verdict.deliveries),
+            skipped=list(verdict.skipped) or None,
         )
-        return _answer(200, status="accepted", deliveries=len(plan.deliveries))
+        return _answer(200, status="accepted", deliveries=len(verdict.deliveries))
 
     async def not_allowed(request: Request) -> Response:
         log.info("webhook refused", reason="method not allowed", method=request.method[:16])

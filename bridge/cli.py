@@ -329,7 +329,7 @@ def explain(
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array of requests.")] = False,
 ) -> None:
     """Print, without any network, every request this event would cause."""
-    from bridge.app import parse_json
+    from bridge.intake import parse_json
 
     loaded = _load(config)
     name = _default_source(loaded, source)

@@ -190,17 +190,55 @@ def test_a_bug_on_the_webhook_path_is_a_500_and_a_logged_traceback_not_a_dropped
     from bridge.logging import configure
 
     configure("json")
-    pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
+    source = client.app.state.pipeline.sources["stripe"]  # type: ignore[attr-defined]
 
-    def broken(event: object) -> object:
+    def broken(*args: object) -> None:
         raise RuntimeError("a bug")
 
-    pipeline.plan = broken
+    source.verify = broken
     response = post(client, fixture_bytes("invoice.paid.json"))
     assert response.status_code == 500
     assert response.text == "Internal Server Error"
     err = capsys.readouterr().err
     assert "webhook failed" in err and "RuntimeError: a bug" in err
+    assert rows(db, "SELECT count(*) FROM events") == [(0,)]
+
+
+def test_sqlite_s_writer_process_parses_and_plans_webhooks_not_the_event_loop(
+    client: TestClient, db: Path
+) -> None:
+    pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
+
+    def not_here(event: object) -> object:
+        raise AssertionError("planned on the event loop")
+
+    pipeline.plan = not_here
+    response = post(client, fixture_bytes("invoice.paid.json"))
+    assert response.json() == {"status": "accepted", "deliveries": 4}
+    assert rows(db, "SELECT count(*) FROM deliveries") == [(4,)]
+
+
+def test_with_the_store_down_only_what_needs_storing_is_a_503(
+    client: TestClient, db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bridge.logging import configure
+    from bridge.store import StoreUnavailable
+
+    configure("json")
+
+    async def down(*args: object) -> None:
+        raise StoreUnavailable("disk I/O error")
+
+    client.app.state.store._call = down  # type: ignore[attr-defined]
+    assert post(client, b'{"id": "evt_1", "type": ').json() == {"error": "body is not valid JSON"}
+    ignored = json.loads(fixture_bytes("invoice.paid.json"))
+    ignored["type"] = "customer.created"
+    assert post(client, json.dumps(ignored).encode()).json() == {"status": "ignored"}
+    response = post(client, fixture_bytes("invoice.paid.json"))
+    assert response.status_code == 503
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    [failed] = [line for line in lines if line["event"].startswith("webhook not stored")]
+    assert failed["event_id"] == "evt_test_invoice_paid" and failed["error"] == "disk I/O error"
     assert rows(db, "SELECT count(*) FROM events") == [(0,)]
 
 

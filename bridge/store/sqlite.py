@@ -27,13 +27,14 @@ import contextlib
 import functools
 import json
 import os
+import pickle
 import sqlite3
 import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any, ClassVar, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from bridge import metrics
 from bridge.model import Attempt, Customer, Delivery, Purchase
@@ -42,7 +43,11 @@ from bridge.store.base import Finish, Ingest, QueueStats, StoredEvent, StoreUnav
 from bridge.store.group import fail
 from bridge.store.pipe import Frames, frame
 from bridge.store.rows import attempt_from_row, delivery_from_row
-from bridge.store.sqlite_ops import OPS, NewEvent, Op, Outcome, connect_reader
+from bridge.store.sqlite_ops import OPS, Op, Outcome, connect_reader, new_event
+
+if TYPE_CHECKING:
+    from bridge.config import Config
+    from bridge.intake import Intake, RawHeaders, Verdict
 
 _BATCH = 512
 _IN_FLIGHT = 2  # batches with the writer at once: it runs one while the next is on its way
@@ -79,6 +84,8 @@ class SQLiteStore:
         self._in_flight: deque[list[asyncio.Future[Any]]] = deque()  # with the writer
         self._scheduled = False  # a send is due at the event loop's next turn
         self._listeners: list[Callable[[], None]] = []
+        self._table: bytes | None = None  # the table webhooks are admitted with (intake)
+        self._tabled: _Replies | None = None  # the writer that has it
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` after new deliveries are committed (in this process)."""
@@ -165,6 +172,8 @@ class SQLiteStore:
             if isinstance(refusal, (sqlite3.Error, OSError)):
                 raise StoreUnavailable(f"cannot open {self.path}: {refusal}")
             raise refusal
+        if self._table is not None:
+            self._tell()
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], IO[bytes], IO[bytes]]:
         """The writer process (on the store's thread) and the bridge's ends of its pipes."""
@@ -265,6 +274,8 @@ class SQLiteStore:
                     self._starting = asyncio.ensure_future(self._restart())
                 return
             batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+            if self._table is not None and self._tabled is not self._pipes.replies:
+                self._tell()
             futures = [future for _op, future in batch]
             try:
                 data = frame([op for op, _future in batch])
@@ -273,6 +284,16 @@ class SQLiteStore:
                 continue
             self._in_flight.append(futures)
             self._pipes.to_writer.write(data)
+
+    def _tell(self) -> None:
+        """The table, sent to the writer ahead of any webhook: it builds its pipeline while the
+        bridge starts (``/readyz``'s ping, queued after it, answers once it has)."""
+        assert self._pipes is not None and self._table is not None
+        told: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        told.add_done_callback(_seen)
+        self._in_flight.append([told])
+        self._pipes.to_writer.write(frame([("table", self._table)]))
+        self._tabled = self._pipes.replies
 
     def _replied(self, reply: tuple[list[Outcome], list[int]]) -> None:
         """The writer's answer to the oldest batch with it: all of it committed in one
@@ -302,19 +323,22 @@ class SQLiteStore:
         await self._call("ping")
 
     async def ingest(self, item: Ingest, now: float) -> bool:
-        record = NewEvent(
-            event=params.event_values(item, now),
-            deliveries=[(d.route, d.destination, d.order_key) for d in item.deliveries],
-            fallback=params.order_fallback(item),
-            refs=params.ref_values(item, now),
-            link_refs=item.link_refs,
-            cumulative=item.cumulative,
-            now=now,
-        )
-        stored = bool(await self._call("ingest", record))
+        stored = bool(await self._call("ingest", new_event(item, now)))
         if stored:
             self._notify()
         return stored
+
+    def intake(self, config: Config) -> Intake:
+        """Webhooks admitted by the writer process, with this table: it parses and plans each
+        one inside the transaction that stores it (``sqlite_writer.Admission``)."""
+        self._table, self._tabled = pickle.dumps(config), None
+        return self._admit
+
+    async def _admit(self, source: str, body: bytes, headers: RawHeaders, now: float) -> Verdict:
+        verdict: Verdict = await self._call("admit", source, body, headers, now)
+        if verdict.outcome == "accepted":
+            self._notify()
+        return verdict
 
     async def purchase(self, source: str, refs: list[str]) -> Purchase | None:
         row = await self._call("purchase", source, refs)
@@ -418,6 +442,13 @@ class _Replies(asyncio.Protocol):
         if not self._hello.done():
             self._hello.set_exception(StoreUnavailable("the writer process ended"))
         self._store._ended(self)
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    """A future no caller awaits (the table sent to a writer): its failure is the batch's,
+    which its callers hear."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _end(proc: subprocess.Popen[bytes]) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bridge.store import params
+from bridge.store.base import Ingest
 from bridge.store.migrations import behind, pending
 from bridge.store.sql import many, queries
 
@@ -52,6 +53,18 @@ class NewEvent(NamedTuple):
         return params.ordered_deliveries(
             self.deliveries, event_pk, resolved or self.fallback, self.now
         )
+
+
+def new_event(item: Ingest, now: float) -> NewEvent:
+    return NewEvent(
+        event=params.event_values(item, now),
+        deliveries=[(d.route, d.destination, d.order_key) for d in item.deliveries],
+        fallback=params.order_fallback(item),
+        refs=params.ref_values(item, now),
+        link_refs=item.link_refs,
+        cumulative=item.cumulative,
+        now=now,
+    )
 
 
 # --- connections -------------------------------------------------------------------------------

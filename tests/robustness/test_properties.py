@@ -28,8 +28,8 @@ from starlette.datastructures import Headers
 
 from bridge import config as config_module
 from bridge import mapping
-from bridge.app import TooDeep, parse_json
 from bridge.destinations.base import Skipped
+from bridge.intake import TooDeep, parse_json
 from bridge.pipeline import Pipeline
 from bridge.sources.base import BadEvent, SignatureError, Source
 from tests.robustness import corpus
