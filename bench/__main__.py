@@ -10,6 +10,7 @@ the baselines (bench/apps.py), loopback sinks, and the load generators (bench/lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -205,8 +206,9 @@ class Run:
         }
 
     def loaded(self, url: str, pid: int, count: int) -> dict[str, Any]:
-        """wrk at 64 connections, and the CPU the server process spent per request meanwhile;
-        after a one-second warm-up with other events (first requests import and prepare)."""
+        """wrk at 64 connections, and the CPU the server process (with its writer process) spent
+        per request meanwhile; after a one-second warm-up with other events (first requests
+        import and prepare)."""
         wrk(url, self.requests(20_000), connections=64, seconds=1)
         requests = self.requests(count)
         before = cpu_seconds(pid)
@@ -464,9 +466,19 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of the process, all its threads (Linux /proc)."""
+    """User + system CPU of the process, all its threads, and of the processes it runs (the
+    bridge's SQLite writer), from Linux's /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = {
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    }
+    for child in children:
+        with contextlib.suppress(FileNotFoundError):  # a child that ended meanwhile
+            own += cpu_seconds(child)
+    return own
 
 
 def least_squares(points: list[tuple[float, int]]) -> float | None:

@@ -43,7 +43,6 @@ COUNT = 60_000
 def make_free(parts: set[str]) -> None:
     """The bridge in this process with ``parts`` made free (never the bridge itself)."""
     import bridge.app
-    from bridge.pipeline import Pipeline
     from bridge.store.sqlite import SQLiteStore
     from bridge.worker import Worker
 
@@ -53,26 +52,34 @@ def make_free(parts: set[str]) -> None:
             await asyncio.Event().wait()  # alive (readyz asks), never claiming
 
         Worker.run = idle  # type: ignore[method-assign]
-    # the statements run in the store's writer process: the parts made free there are made
-    # free by this module's writer launcher (``python -m bench.bounds writer PARTS ...``)
+    # the statements and the routing run in the store's writer process: the parts made free
+    # there are made free by this module's writer launcher
+    # (``python -m bench.bounds writer PARTS ...``)
     if parts & WRITER_PARTS:
         writer = ",".join(sorted(parts & WRITER_PARTS))
         SQLiteStore.writer = (sys.executable, "-m", "bench.bounds", "writer", writer)
-    if "plan" in parts:  # every event gets the first event's plan (all are alike here)
-        planned: dict[str, Plan] = {}
-        plan = Pipeline.plan
-
-        def first_plan(self: Pipeline, event: ProviderEvent) -> Plan:
-            if "plan" not in planned:
-                planned["plan"] = plan(self, event)
-            return planned["plan"]
-
-        Pipeline.plan = first_plan  # type: ignore[method-assign]
+    if "plan" in parts:  # on the event loop, for a webhook admitted there (PostgreSQL's way)
+        plan_once()
     if "log" in parts:
         bridge.app.log = Silent()
 
 
-WRITER_PARTS = {"sql", "deliveries"}
+WRITER_PARTS = {"sql", "deliveries", "plan"}
+
+
+def plan_once() -> None:
+    """Every event gets the first event's plan (all are alike here)."""
+    from bridge.pipeline import Pipeline
+
+    planned: dict[str, Plan] = {}
+    plan = Pipeline.plan
+
+    def first_plan(self: Pipeline, event: ProviderEvent) -> Plan:
+        if "plan" not in planned:
+            planned["plan"] = plan(self, event)
+        return planned["plan"]
+
+    Pipeline.plan = first_plan  # type: ignore[method-assign]
 
 
 def writer(parts: set[str], argv: list[str]) -> None:
@@ -83,6 +90,8 @@ def writer(parts: set[str], argv: list[str]) -> None:
         sqlite_ops.write_events = lambda conn, new: [True] * len(new)
     if "deliveries" in parts:  # the events are inserted; their deliveries and refs are not
         sqlite_ops._insert = lambda conn, name, rows: None
+    if "plan" in parts:  # the writer process plans each webhook it admits
+        plan_once()
     sys.argv = ["sqlite_writer", *argv]
     sqlite_writer.main()
 

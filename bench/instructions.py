@@ -15,7 +15,8 @@ what it gives is an A/B that the machine's mood does not blur. Variants: the ver
 app; the bridge; the bridge with one part made free:
 
     no log        the log line of an accepted webhook
-    no routing    routing and the transaction's fields (every event gets the first's plan)
+    no routing    routing and the transaction's fields (every event gets the first's plan), in
+                  the writer process
     no SQL        the SQLite statements of a commit, in the writer process (the batch still
                   crosses to it, begins and commits)
     inbox at most only the event's row written, no routing, no log line
