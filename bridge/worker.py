@@ -2,8 +2,12 @@
 
 It runs in the bridge's own process beside the web app, never inside a
 request. Per destination it keeps a concurrency cap and a requests-per-minute
-budget and only claims what it can start at once, so a slow or failing
-destination never holds up the others and no lease runs out while waiting.
+budget, so a slow or failing destination never holds up the others. It claims
+a little ahead: besides the deliveries it is sending, up to ``concurrency``
+more wait in memory for a free slot, so that a slot freed by an answer starts
+the next delivery at once instead of after a claim's commit. One that waited
+so long that its send could outlast its lease is let go (its lease runs out and
+it is claimed again), never sent late.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import httpx
 import structlog
 
 from bridge import mapping, metrics
+from bridge.config import LEASE_MARGIN
 from bridge.destinations.base import Outcome, Skipped
 from bridge.destinations.common import text as answer_text
 from bridge.logging import mask, mask_cut
@@ -141,12 +146,15 @@ class Worker:
         self._events: collections.OrderedDict[tuple[str, str], ProviderEvent] = (
             collections.OrderedDict()
         )
-        self._sending: set[int] = set()  # delivery ids this process is sending right now
+        self._sending: set[int] = set()  # delivery ids this process is sending or holds queued
+        # per destination, claimed deliveries waiting for a slot, with when each was claimed
+        self._queued: dict[str, collections.deque[tuple[Delivery, float]]] = {}
         self._holding: set[int] = set()  # ... of which these still hold a concurrency slot
         self._claiming: list[set[int]] = []  # each claim on its way: what finished meanwhile
         self._round_at = 0.0  # the clock at the last round's claims
         for name, cfg in pipeline.config.destinations.items():
             self._inflight[name] = 0
+            self._queued[name] = collections.deque()
             self._limits[name] = RateLimit(cfg.rate_limit)
             self._policies[name] = RetryPolicy(**cfg.retry.model_dump())
             if not cfg.dry_run:
@@ -202,16 +210,23 @@ class Worker:
                 await asyncio.wait_for(self.wake.wait(), timeout=max(timeout, 0.005))
 
     async def tick(self) -> int:
-        """One round: for each destination, claim what may start now and start it. The claims
-        go to the store together, so that they share one commit."""
+        """One round: for each destination, start what waits for a slot, then claim what may
+        start now and as many more to wait (at most ``concurrency`` waiting, and never more
+        than the budget allows now) and start what it can. The claims go to the store
+        together, so that they share one commit. How many deliveries it started or queued."""
+        if self._halted():
+            return 0
+        started = sum(self._start_queued(name) for name in self._queued)
         now = self._round_at = self.clock()
         wanted: list[tuple[str, int]] = []
         for name, cfg in self.pipeline.config.destinations.items():
-            free = min(cfg.concurrency - self._inflight[name], self._limits[name].available(now))
+            queued = len(self._queued[name])
+            room = 2 * cfg.concurrency - self._inflight[name] - queued
+            free = min(room, self._limits[name].available(now) - queued)
             if free > 0:
                 wanted.append((name, min(free, self.settings.batch)))
-        if self._halted() or not wanted:
-            return 0
+        if not wanted:
+            return started
         # the deliveries this process finishes while its claims are on their way: a claim may
         # have taken one back (its lease ran out while it was being sent) just before its
         # finish was written, and it must not be sent again
@@ -227,7 +242,6 @@ class Worker:
             )
         finally:
             self._claiming.remove(finished)
-        started = 0
         failure: BaseException | None = None
         for (name, _limit), claimed in zip(wanted, results, strict=True):
             if isinstance(claimed, BaseException):
@@ -237,13 +251,9 @@ class Worker:
                 if delivery.id in self._sending or delivery.id in finished:
                     continue  # its lease ran out while this process was sending it
                 self._sending.add(delivery.id)
-                self._holding.add(delivery.id)
-                self._limits[name].take(now)
-                self._inflight[name] += 1
-                task = asyncio.create_task(self._deliver(delivery))
-                self._tasks.add(task)
-                task.add_done_callback(self._done)
+                self._queued[name].append((delivery, now))
                 started += 1
+            self._start_queued(name)
         if failure is not None:  # what the other claims took has been started all the same
             raise failure
         return started
@@ -298,12 +308,43 @@ class Worker:
                 self._events.popitem(last=False)
         return event
 
+    def _start_queued(self, name: str) -> int:
+        """Start the destination's waiting deliveries while it has free slots and budget; let
+        go of any whose send could end after its lease. How many it started."""
+        queue = self._queued[name]
+        cfg = self.pipeline.config.destinations[name]
+        limit = self._limits[name]
+        lease = self.settings.lease
+        started = 0
+        while queue and not self._halted() and self._inflight[name] < cfg.concurrency:
+            now = self.clock()
+            delivery, claimed_at = queue[0]
+            if claimed_at + lease - now < cfg.timeout + LEASE_MARGIN:
+                queue.popleft()  # due again when its lease runs out, then claimed anew
+                self._sending.discard(delivery.id)
+                continue
+            if limit.available(now) <= 0:
+                break
+            queue.popleft()
+            self._holding.add(delivery.id)
+            limit.take(now)
+            self._inflight[name] += 1
+            task = asyncio.create_task(self._deliver(delivery))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+            started += 1
+        return started
+
     def _release_slot(self, delivery: Delivery) -> None:
-        """The destination is done with this request: its concurrency slot is free again (the
-        delivery stays this process's own until its outcome is recorded)."""
+        """The destination is done with this request: its concurrency slot is free again, and
+        the next waiting delivery takes it at once (the delivery stays this process's own until
+        its outcome is recorded)."""
         if delivery.id in self._holding:
             self._holding.discard(delivery.id)
             self._inflight[delivery.destination] -= 1
+            # the next, unless a burst of webhooks is being received: it waits for the round
+            if delivery.destination in self._queued and not (self._busy and self._busy()):
+                self._start_queued(delivery.destination)
             self.wake.set()
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -327,6 +368,10 @@ class Worker:
         """Stop claiming; let in-flight sends finish within ``grace``; release the rest."""
         self._stopping = True
         self.wake.set()
+        for queue in self._queued.values():  # never started: released with the rest below
+            for delivery, _claimed_at in queue:
+                self._sending.discard(delivery.id)
+            queue.clear()
         grace = self.settings.shutdown_grace if grace is None else grace
         if self._tasks:
             _done, pending = await asyncio.wait(list(self._tasks), timeout=grace)

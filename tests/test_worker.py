@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 
 from bridge import __version__ as version
 from bridge import worker
+from bridge.config import LEASE_MARGIN
 from bridge.destinations.base import Outcome
 from bridge.model import Status
 from tests.conftest import table_yaml
@@ -682,3 +683,123 @@ def test_a_when_that_fails_on_an_event_makes_a_dead_delivery_saying_why(tmp_path
         assert dub.last_error.startswith("routes[0] stripe/invoice.paid: when: ")
 
     run(tmp_path, ok, scenario, table=table)
+
+
+def _one_slot_for_dub(tmp_path: Path) -> str:
+    return table_yaml("http://sinks.test", tmp_path / "bridge.db").replace(
+        "    api_key: dub_test_key\n", "    api_key: dub_test_key\n    concurrency: 1\n"
+    )
+
+
+async def _invoices(h: Harness, count: int) -> None:
+    for n in range(count):
+
+        def rename(event: dict[str, Any], n: int = n) -> None:
+            event["id"] = f"evt_ahead_{n}"
+            event["data"]["object"]["id"] = f"in_ahead_{n}"
+
+        await h.ingest("invoice.paid.json", rename)
+
+
+async def _dub_statuses(h: Harness) -> list[str]:
+    return sorted(str(d.status) for d in await h.store.deliveries() if d.destination == "dub")
+
+
+def _gated_dub(gates: list[asyncio.Event]) -> Any:
+    """Dub's stand-in holds each request until its gate opens (one gate per request, in turn)."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/track/sale"):
+            gate = asyncio.Event()
+            gates.append(gate)
+            await gate.wait()
+        return ok(request)
+
+    return handler
+
+
+async def _until(check: Any) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not reached in time")
+
+
+def test_a_freed_slot_starts_the_next_claimed_delivery_without_a_claim_between(
+    tmp_path: Path,
+) -> None:
+    """With one slot, a round claims the delivery it sends and one more to wait; when the first
+    is answered, the second goes at once, before any other claim."""
+    gates: list[asyncio.Event] = []
+
+    async def scenario(h: Harness) -> None:
+        await _invoices(h, 3)
+        claims: list[str] = []
+        claim = h.store.claim
+
+        async def counted(destination: str, *args: Any) -> Any:
+            claims.append(destination)
+            return await claim(destination, *args)
+
+        h.store.claim = counted  # type: ignore[method-assign,assignment]
+        await h.worker.tick()
+        await _until(lambda: len(gates) == 1)
+        # one sent, one claimed ahead, one left for later: at most concurrency ahead
+        assert await _dub_statuses(h) == ["in_flight", "in_flight", "pending"]
+        assert claims.count("dub") == 1
+        gates[0].set()
+        await _until(lambda: len(gates) == 2)  # no tick: the freed slot started it
+        assert claims.count("dub") == 1
+        assert len(h.to("/track/sale")) == 2  # never two at once: the second after the first
+        gates[1].set()
+        await _until(lambda: len(h.worker._tasks) == 0)
+        assert (await _dub_statuses(h)).count("delivered") == 2
+
+    run(tmp_path, _gated_dub(gates), scenario, table=_one_slot_for_dub(tmp_path))
+
+
+def test_a_claimed_delivery_that_waited_too_long_for_a_slot_is_let_go_not_sent_late(
+    tmp_path: Path,
+) -> None:
+    """A delivery waiting for a slot whose send could now outlast its lease is never sent on
+    that claim: its lease runs out and it is claimed and sent anew, once."""
+    gates: list[asyncio.Event] = []
+
+    async def scenario(h: Harness) -> None:
+        await _invoices(h, 2)
+        await h.worker.tick()
+        await _until(lambda: len(gates) == 1)
+        assert await _dub_statuses(h) == ["in_flight", "in_flight"]
+        settings, dub = h.worker.settings, h.config.destinations["dub"]
+        # the waiting one's send, if it started now, could end after its lease
+        h.clock.now += settings.lease - dub.timeout - LEASE_MARGIN + 1
+        gates[0].set()
+        await _until(lambda: (len(h.worker._tasks), h.worker._inflight["dub"]) == (0, 0))
+        await asyncio.sleep(0.05)
+        assert len(gates) == 1, "sent on a claim whose lease could run out during the send"
+        assert sorted(await _dub_statuses(h)) == ["delivered", "in_flight"]
+        h.clock.now += settings.lease  # its lease ran out: claimed anew and sent
+        drained = asyncio.create_task(h.worker.drain())
+        await _until(lambda: len(gates) == 2)
+        gates[1].set()
+        await drained
+        assert await _dub_statuses(h) == ["delivered", "delivered"]
+        assert len(h.to("/track/sale")) == 2
+
+    run(tmp_path, _gated_dub(gates), scenario, table=_one_slot_for_dub(tmp_path))
+
+
+def test_stopping_releases_the_deliveries_claimed_ahead(tmp_path: Path) -> None:
+    gates: list[asyncio.Event] = []
+
+    async def scenario(h: Harness) -> None:
+        await _invoices(h, 2)
+        await h.worker.tick()
+        await _until(lambda: len(gates) == 1)
+        assert await _dub_statuses(h) == ["in_flight", "in_flight"]
+        await h.worker.stop(grace=0.05)  # the one at the gate is cut short, the other waits
+        assert await _dub_statuses(h) == ["pending", "pending"]
+        assert len(gates) == 1
+
+    run(tmp_path, _gated_dub(gates), scenario, table=_one_slot_for_dub(tmp_path))
