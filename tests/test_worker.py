@@ -718,6 +718,14 @@ def _gated_dub(gates: list[asyncio.Event]) -> Any:
     return handler
 
 
+async def _one_sent_one_waiting(h: Harness, gates: list[asyncio.Event]) -> None:
+    """Two invoices for Dub's one slot: a round sends one (held at its gate), claims the other."""
+    await _invoices(h, 2)
+    await h.worker.tick()
+    await _until(lambda: len(gates) == 1)
+    assert await _dub_statuses(h) == ["in_flight", "in_flight"]
+
+
 async def _until(check: Any) -> None:
     for _ in range(500):
         if check():
@@ -767,10 +775,7 @@ def test_a_claimed_delivery_that_waited_too_long_for_a_slot_is_let_go_not_sent_l
     gates: list[asyncio.Event] = []
 
     async def scenario(h: Harness) -> None:
-        await _invoices(h, 2)
-        await h.worker.tick()
-        await _until(lambda: len(gates) == 1)
-        assert await _dub_statuses(h) == ["in_flight", "in_flight"]
+        await _one_sent_one_waiting(h, gates)
         settings, dub = h.worker.settings, h.config.destinations["dub"]
         # the waiting one's send, if it started now, could end after its lease
         h.clock.now += settings.lease - dub.timeout - LEASE_MARGIN + 1
@@ -794,10 +799,7 @@ def test_stopping_releases_the_deliveries_claimed_ahead(tmp_path: Path) -> None:
     gates: list[asyncio.Event] = []
 
     async def scenario(h: Harness) -> None:
-        await _invoices(h, 2)
-        await h.worker.tick()
-        await _until(lambda: len(gates) == 1)
-        assert await _dub_statuses(h) == ["in_flight", "in_flight"]
+        await _one_sent_one_waiting(h, gates)
         await h.worker.stop(grace=0.05)  # the one at the gate is cut short, the other waits
         assert await _dub_statuses(h) == ["pending", "pending"]
         assert len(gates) == 1
