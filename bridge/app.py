@@ -101,6 +101,12 @@ def _answer(code: int, /, **body: Any) -> Response:
 # own timeout, even while another process holds SQLite's write lock (busy_timeout is 5 s)
 READY_WITHIN = 2.0
 
+# how long a webhook waits for the store before it is answered 503 (the processor sends it
+# again): a batch waits up to SQLite's busy_timeout (5 s) for another process's write lock,
+# and one queued behind two such batches would otherwise wait three times that. A write
+# that commits after its 503 is stored all the same; the processor's retry is a duplicate.
+STORE_WITHIN = 8.0
+
 # webhooks being received at once that make the worker yield to them (a burst: at a steady
 # load the requests come and go one or two at a time, and the worker keeps delivering)
 BURST = 8
@@ -183,7 +189,8 @@ def create_app(
             log.info("webhook refused", source=name, reason=str(exc))
             return _answer(400, error=f"signature: {exc}")
         try:
-            verdict = await intake(name, body, headers.raw, clock())
+            async with asyncio.timeout(STORE_WITHIN):
+                verdict = await intake(name, body, headers.raw, clock())
         except Exception as exc:
             # the store failed: a webhook that needed nothing stored gets its answer all the
             # same; one that did gets a 503, never a 500 (nothing was stored, it comes again)
@@ -195,6 +202,11 @@ def create_app(
                 )
                 if isinstance(exc, StoreUnavailable):
                     named.error("webhook not stored: store unavailable", error=str(exc))
+                elif isinstance(exc, TimeoutError):
+                    named.error(
+                        "webhook not stored: store unavailable",
+                        error=f"no answer within {STORE_WITHIN:g} s",
+                    )
                 else:
                     named.error(
                         "webhook not stored: unexpected store error", error=type(exc).__name__

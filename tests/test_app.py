@@ -454,3 +454,31 @@ def test_a_client_gone_before_the_body_ends_is_one_line_not_a_traceback(
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and "disconnected" in lines[0] and "Traceback" not in lines[0]
     assert not db.exists() or rows(db, "SELECT count(*) FROM events") == [(0,)]
+
+
+def test_a_webhook_the_store_cannot_take_in_time_is_a_503_and_its_retry_lands(
+    client: TestClient, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds SQLite's write lock: the webhook is answered 503 within
+    STORE_WITHIN, not after the batches queued ahead of it have each waited out the
+    busy_timeout; the processor's retry is stored once the lock is gone."""
+    monkeypatch.setattr(bridge.app, "STORE_WITHIN", 0.3)
+    body = fixture_bytes("invoice.paid.json")
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        response = post(client, body)
+        waited = time.monotonic() - started
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert response.status_code == 503
+    assert response.json() == {"error": "storage unavailable; retry later"}
+    assert waited < 3  # the store's busy_timeout (5 s) would have held it longer
+    # the first write may still commit once the lock is gone: the retry is then a duplicate
+    retry = post(client, body)
+    assert retry.status_code == 200
+    assert retry.json()["status"] in ("accepted", "duplicate")
+    assert rows(db, "SELECT count(*) FROM events") == [(1,)]
+    assert rows(db, "SELECT count(*) FROM deliveries") == [(4,)]
