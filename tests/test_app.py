@@ -6,7 +6,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -54,6 +54,20 @@ def post(
         headers=headers if headers is not None else stripe_headers(body),
     )
     return response
+
+
+def while_locked(db: Path, call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
+    """``call``'s answer, and how long it took, while another process holds the write lock (as
+    `sqlite3 bridge.db` or a second bridge could)."""
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        response = call()
+        return response, time.monotonic() - started
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
 
 
 def test_stored_with_one_delivery_per_destination_before_the_200(
@@ -335,15 +349,7 @@ def test_readiness_answers_in_time_while_another_process_holds_the_write_lock(
     client: TestClient, db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(bridge.app, "READY_WITHIN", 0.3)
-    other = sqlite3.connect(db, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # as `sqlite3 bridge.db` or a second bridge could
-    try:
-        started = time.monotonic()
-        response = client.get("/readyz")
-        waited = time.monotonic() - started
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
+    response, waited = while_locked(db, lambda: client.get("/readyz"))
     assert response.status_code == 503
     assert response.json() == {"status": "storage did not answer within 0.3 s"}
     assert waited < 3  # the store's busy_timeout (5 s) would have held it longer
@@ -464,15 +470,7 @@ def test_a_webhook_the_store_cannot_take_in_time_is_a_503_and_its_retry_lands(
     busy_timeout; the processor's retry is stored once the lock is gone."""
     monkeypatch.setattr(bridge.app, "STORE_WITHIN", 0.3)
     body = fixture_bytes("invoice.paid.json")
-    other = sqlite3.connect(db, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    try:
-        started = time.monotonic()
-        response = post(client, body)
-        waited = time.monotonic() - started
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
+    response, waited = while_locked(db, lambda: post(client, body))
     assert response.status_code == 503
     assert response.json() == {"error": "storage unavailable; retry later"}
     assert waited < 3  # the store's busy_timeout (5 s) would have held it longer
