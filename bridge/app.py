@@ -200,13 +200,10 @@ def create_app(
                 named = log.bind(
                     source=name, event_id=verdict.event_id, event_type=verdict.event_type
                 )
+                if isinstance(exc, TimeoutError):  # STORE_WITHIN ran out
+                    exc = StoreUnavailable(f"no answer within {STORE_WITHIN:g} s")
                 if isinstance(exc, StoreUnavailable):
                     named.error("webhook not stored: store unavailable", error=str(exc))
-                elif isinstance(exc, TimeoutError):
-                    named.error(
-                        "webhook not stored: store unavailable",
-                        error=f"no answer within {STORE_WITHIN:g} s",
-                    )
                 else:
                     named.error(
                         "webhook not stored: unexpected store error", error=type(exc).__name__

@@ -147,9 +147,9 @@ class Worker:
             collections.OrderedDict()
         )
         self._sending: set[int] = set()  # delivery ids this process is sending or holds queued
+        self._holding: set[int] = set()  # ... of which these are started and hold a slot
         # per destination, claimed deliveries waiting for a slot, with when each was claimed
         self._queued: dict[str, collections.deque[tuple[Delivery, float]]] = {}
-        self._holding: set[int] = set()  # ... of which these still hold a concurrency slot
         self._claiming: list[set[int]] = []  # each claim on its way: what finished meanwhile
         self._round_at = 0.0  # the clock at the last round's claims
         for name, cfg in pipeline.config.destinations.items():
@@ -343,7 +343,7 @@ class Worker:
             self._holding.discard(delivery.id)
             self._inflight[delivery.destination] -= 1
             # the next, unless a burst of webhooks is being received: it waits for the round
-            if delivery.destination in self._queued and not (self._busy and self._busy()):
+            if not (self._busy and self._busy()):
                 self._start_queued(delivery.destination)
             self.wake.set()
 
