@@ -1,9 +1,14 @@
 -- The SQLite store's queries, by name. Times are unix seconds (REAL).
 
 -- name: pragmas
+-- temp_store: a statement's journal (a multi-row INSERT into pages the transaction already
+-- changed keeps one) and a query's sorting stay in memory: left to files, nearly every ingest
+-- batch created and unlinked one in /var/tmp, and a container whose only writable place is
+-- the database's volume could not have stored such a batch at all
 PRAGMA journal_mode = WAL;
 PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 5000;
+PRAGMA temp_store = MEMORY;
 
 -- The schema's version: the migrations applied, one row each.
 
