@@ -169,6 +169,9 @@ class Delivery:
     body: str | None = None  # the event's JSON text, as received
     # for a cumulative refund: what its order had refunded before it (the delta is sent)
     refund_baseline: int | None = None
+    # a sale's request body, built by the store as it claimed the delivery (the SQLite
+    # writer process: ``Pipeline.prepare``); None: the worker builds it
+    prepared: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

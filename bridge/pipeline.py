@@ -2,14 +2,17 @@
 
 At ingest, ``plan`` decides from the table which destinations hear about an
 event (routes, ``when``, the processor's skip rules, zero amounts) and what to
-remember of a sale. At delivery, ``prepare`` builds the transaction again from
-the stored raw event with the table as it is NOW (so a fixed table and a
-redrive repair a dead delivery), links a refund to its purchase, and renders
-the destination's request.
+remember of a sale. At delivery, the transaction is built again from the stored
+raw event with the table as it is NOW (so a fixed table and a redrive repair a
+dead delivery), a refund is linked to its purchase, and the destination's
+request is rendered: by the worker, or, for a sale claimed from SQLite, by
+``prepare`` in the store's writer process as it claims the delivery.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +21,10 @@ import structlog
 
 from bridge import destinations, mapping, sources
 from bridge.config import Config, Route
+from bridge.destinations.base import Skipped
 from bridge.destinations.common import TemplateDestination
 from bridge.model import Customer, NewDelivery, ProviderEvent, Purchase, Transaction
-from bridge.sources.base import Source
+from bridge.sources.base import BadEvent, Source
 
 log = structlog.get_logger("bridge.pipeline")
 
@@ -131,6 +135,52 @@ class Pipeline:
             if route.index == stored:
                 return route
         return candidates[0] if candidates else None
+
+    def stored_event(
+        self, source: str, event_id: str, event_type: str, body: str | None
+    ) -> ProviderEvent:
+        """A stored event as its deliveries see it: its JSON parsed, and its time as the source
+        read it at ingest (a Stripe "created" that is not unix seconds is none; other
+        processors put it elsewhere), not the payload's "created"."""
+        payload = json.loads(body) if body else {}
+        created = None
+        found = self.sources.get(source)
+        if found is not None:
+            with contextlib.suppress(BadEvent):  # the stored event passed this at ingest
+                created = found.event(payload, {}).created
+        return ProviderEvent(source, event_id, event_type, created, payload)
+
+    def prepare(
+        self,
+        event: ProviderEvent,
+        destination: str,
+        stored_route: int,
+        txns: dict[tuple[str, str, int], Transaction] | None = None,
+    ) -> bytes | None:
+        """The body of a sale's request to ``destination``, built where the stored event is at
+        hand: by the SQLite store's writer process as it claims the delivery, so that the
+        event loop only sends it. None whenever the worker must see to it itself, as it does
+        for every delivery claimed from PostgreSQL: a refund (its purchase is looked up first),
+        a route gone or whose ``when`` no longer holds, a mapping error, a destination that
+        takes nothing. ``txns``: the transactions built so far, by event and route (an event's
+        deliveries share one)."""
+        route = self.route_for(event, destination, stored_route)
+        if route is None or destination not in self.destinations:
+            return None
+        try:
+            if not self.holds(route, event):
+                return None
+            key = (event.source, event.id, route.index)
+            txn = None if txns is None else txns.get(key)
+            if txn is None:
+                txn = self.transaction(route, event)
+                if txns is not None:
+                    txns[key] = txn
+            if txn.kind != "sale":
+                return None
+            return self.destinations[destination].content(txn, event)
+        except (mapping.MappingError, Skipped):
+            return None
 
     def request(
         self,

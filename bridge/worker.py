@@ -36,7 +36,6 @@ from bridge.model import Attempt, Delivery, ProviderEvent, Status
 from bridge.pipeline import Pipeline, purchase_refs
 from bridge.ratelimit import RateLimit
 from bridge.retry import RetryPolicy
-from bridge.sources.base import BadEvent
 from bridge.store.base import Finish, Store, StoreUnavailable
 from bridge.transport import Http1Transport
 
@@ -292,16 +291,8 @@ class Worker:
         key = (delivery.source, delivery.event_id)
         event = self._events.get(key)
         if event is None:
-            payload = json.loads(delivery.body) if delivery.body else {}
-            # its time as the source read it at ingest (a Stripe "created" that is not unix
-            # seconds is none; other processors put it elsewhere), not the payload's "created"
-            created = None
-            source = self.pipeline.sources.get(delivery.source)
-            if source is not None:
-                with contextlib.suppress(BadEvent):  # the stored event passed this at ingest
-                    created = source.event(payload, {}).created
-            event = ProviderEvent(
-                delivery.source, delivery.event_id, delivery.event_type, created, payload
+            event = self.pipeline.stored_event(
+                delivery.source, delivery.event_id, delivery.event_type, delivery.body
             )
             self._events[key] = event
             if len(self._events) > EVENT_CACHE:
@@ -443,20 +434,25 @@ class Worker:
             return None
         return now + (wait if soonest is None else max(wait, soonest))
 
-    async def _attempt(self, delivery: Delivery, bound: Any) -> None:
+    async def _request(
+        self, delivery: Delivery, bound: Any, started: float
+    ) -> httpx.Request | None:
+        """The delivery's request, built from its stored event with the table as it is now;
+        None when there is none to send (the delivery is then finished: dead or skipped)."""
         config = self.pipeline.config
-        started = self.clock()
         event = self._event(delivery)
-        destination_cfg = config.destinations.get(delivery.destination)
         route = self.pipeline.route_for(event, delivery.destination, delivery.route)
-        if destination_cfg is None or route is None or delivery.source not in self.pipeline.sources:
+        if (
+            delivery.destination not in config.destinations
+            or route is None
+            or delivery.source not in self.pipeline.sources
+        ):
             reason = (
                 f"no route in {config.file} sends {delivery.source}/{delivery.event_type} "
                 f"to {delivery.destination} any more"
             )
             await self._finish(delivery, Status.DEAD, started, "dead", reason, bound)
-            return
-
+            return None
         try:
             purchase = None
             # the route's when, as the table says now (it may have been fixed since ingest)
@@ -477,13 +473,26 @@ class Worker:
                     )
             if txn.kind == "refund":
                 purchase = await self.store.purchase(delivery.source, purchase_refs(txn))
-            request = self.pipeline.request(txn, event, delivery.destination, purchase, bound)
+            return self.pipeline.request(txn, event, delivery.destination, purchase, bound)
         except mapping.MappingError as exc:
             await self._finish(delivery, Status.DEAD, started, "mapping_error", str(exc), bound)
-            return
+            return None
         except Skipped as exc:
             await self._finish(delivery, Status.SKIPPED, started, "skipped", str(exc), bound)
-            return
+            return None
+
+    async def _attempt(self, delivery: Delivery, bound: Any) -> None:
+        config = self.pipeline.config
+        started = self.clock()
+        destination_cfg = config.destinations.get(delivery.destination)
+        if delivery.prepared is not None and destination_cfg is not None:
+            # built by the store as it claimed the delivery, from the same table
+            request = self.pipeline.destinations[delivery.destination].sending(delivery.prepared)
+        else:
+            built = await self._request(delivery, bound, started)
+            if built is None or destination_cfg is None:  # _request finished it: dead, skipped
+                return
+            request = built
 
         if destination_cfg.dry_run:
             secrets = config.secrets()

@@ -33,6 +33,12 @@ class Destination(Protocol):
     def request(self, txn: Transaction, event: ProviderEvent) -> httpx.Request:
         """The HTTP request for ``txn``; Skipped when it can't or shouldn't be sent."""
 
+    def content(self, txn: Transaction, event: ProviderEvent) -> bytes:
+        """The request's body, as sent; Skipped as for ``request``."""
+
+    def sending(self, body: bytes) -> httpx.Request:
+        """The request that sends ``body``, from ``content``, perhaps built elsewhere."""
+
     def classify(self, response: httpx.Response, now: float) -> Outcome:
         """Delivered, retry later, dead, or (Dub) not recorded."""
 

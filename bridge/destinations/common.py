@@ -71,8 +71,15 @@ class TemplateDestination:
         return {}
 
     def request(self, txn: Transaction, event: ProviderEvent) -> httpx.Request:
-        content = json.dumps(mapping.json_ready(self.body(txn, event)), separators=(",", ":"))
-        body = content.encode()
+        return self.sending(self.content(txn, event))
+
+    def content(self, txn: Transaction, event: ProviderEvent) -> bytes:
+        """The request's body, as sent."""
+        body = mapping.json_ready(self.body(txn, event))
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def sending(self, body: bytes) -> httpx.Request:
+        """The request that sends ``body`` (from ``content``) to this destination."""
         headers = self._headers.copy()
         headers["Content-Length"] = str(len(body))
         # from a stream: httpx takes the headers as they are, without normalizing them again

@@ -26,6 +26,7 @@ def delivery_from_row(row: Any) -> Delivery:
         last_error=row["last_error"],
         body=row["payload"],
         refund_baseline=row["refund_baseline"],
+        prepared=row.get("prepared"),
     )
 
 

@@ -9,9 +9,10 @@ reads, it runs them in one transaction and one commit and writes back each one's
 and the commits made. Running the statements here, on the machine's other core, leaves the
 bridge's event loop to the webhooks; so does admitting them here: a webhook the bridge has
 verified comes as its body and headers (``admit``), and is parsed, planned by the table (sent
-once, ``table``) and stored in the same batch. The writer ends when its input does (the
-bridge closed it, or the bridge is gone); signals meant for the bridge (a terminal's Ctrl-C)
-don't end it before the bridge's last commit.
+once, ``table``) and stored in the same batch; and so does building requests here: the
+deliveries of sales it claims for the worker leave with their bodies (``Admission.prepare``).
+The writer ends when its input does (the bridge closed it, or the bridge is gone); signals
+meant for the bridge (a terminal's Ctrl-C) don't end it before the bridge's last commit.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import pickle
 import signal
 import sys
+from collections import OrderedDict
 from typing import IO, TYPE_CHECKING, Any
 
 from bridge.store import sqlite_ops
@@ -31,7 +33,10 @@ if TYPE_CHECKING:
     import sqlite3
 
     from bridge.intake import RawHeaders, Verdict
+    from bridge.model import ProviderEvent, Transaction
     from bridge.pipeline import Pipeline
+
+EVENTS = 256  # parsed events kept for the deliveries their destinations claim next
 
 
 def portable(exc: BaseException) -> BaseException:
@@ -49,11 +54,15 @@ class Admission:
 
     def __init__(self) -> None:
         self._pipe: Pipeline | None = None
+        self._events: OrderedDict[tuple[str, str], ProviderEvent] = OrderedDict()
+        self._txns: OrderedDict[tuple[str, str, int], Transaction] = OrderedDict()
 
     def table(self, table: bytes) -> None:
         from bridge.pipeline import Pipeline
 
         self._pipe = Pipeline(pickle.loads(table))
+        self._events.clear()
+        self._txns.clear()
 
     def __call__(
         self, source: str, body: bytes, headers: RawHeaders, now: float
@@ -67,6 +76,33 @@ class Admission:
         depth = self._pipe.config.server.max_depth
         verdict, item = admit(self._pipe, source, body, Headers(raw=headers), depth)
         return verdict, None if item is None else sqlite_ops.new_event(item, now)
+
+    def prepare(self, rows: list[dict[str, Any]]) -> None:
+        """Claimed deliveries' request bodies, for the sales among them (``Pipeline.prepare``):
+        each such row gains ``prepared`` and loses its event's text, which the worker then has
+        no use for (an event's four deliveries each carried it across the pipe). An event's
+        deliveries come in its destinations' claims, in one batch or a few: its parse and its
+        transaction are kept for the others (those of the latest ``EVENTS`` events)."""
+        if self._pipe is None:
+            return
+        for row in rows:
+            if row["refund_baseline"]:
+                continue  # a cumulative refund: the worker sends what is new of it
+            try:
+                key = (row["source"], row["event_id"])
+                event = self._events.get(key)
+                if event is None:
+                    event = self._pipe.stored_event(*key, row["event_type"], row["payload"])
+                    self._events[key] = event
+                    while len(self._events) > EVENTS:
+                        self._events.popitem(last=False)
+                    while len(self._txns) > 4 * EVENTS:
+                        self._txns.popitem(last=False)
+                prepared = self._pipe.prepare(event, row["destination"], row["route"], self._txns)
+            except Exception:  # the worker builds it, and reports what fails as it does
+                continue
+            if prepared is not None:
+                row["prepared"], row["payload"] = prepared, None
 
 
 def run(
@@ -98,10 +134,12 @@ def run(
     commits: list[int] = []
     if writes:
         done, commits = sqlite_ops.run_batch(conn, [op for _index, op in writes])
-        for (index, _op), (ok, value) in zip(writes, done, strict=True):
+        for (index, op), (ok, value) in zip(writes, done, strict=True):
             said: Any = verdicts.get(index)
             if ok and said is not None:
                 value = said if value else said._replace(outcome="duplicate")
+            elif ok and op[0] == "claim":
+                admission.prepare(value)
             outcomes[index] = (ok, value)
     answered = [outcome for outcome in outcomes if outcome is not None]
     assert len(answered) == len(batch)
