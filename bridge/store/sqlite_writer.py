@@ -134,11 +134,14 @@ def run(
     commits: list[int] = []
     if writes:
         done, commits = sqlite_ops.run_batch(conn, [op for _index, op in writes])
+        # webhooks first: a batch that answers some is not held up building request bodies
+        # (its claims' are built by the worker, as PostgreSQL's are)
+        answers_webhooks = any(op[0] in ("admit", "ingest") for op in batch)
         for (index, op), (ok, value) in zip(writes, done, strict=True):
             said: Any = verdicts.get(index)
             if ok and said is not None:
                 value = said if value else said._replace(outcome="duplicate")
-            elif ok and op[0] == "claim":
+            elif ok and op[0] == "claim" and not answers_webhooks:
                 admission.prepare(value)
             outcomes[index] = (ok, value)
     answered = [outcome for outcome in outcomes if outcome is not None]

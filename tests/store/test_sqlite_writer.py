@@ -2,7 +2,8 @@
 
 The statements run in a process of their own; these tests check what that adds: a writer
 that dies is replaced without losing an acknowledged event, a bridge that dies takes its
-writer with it, and a Ctrl-C meant for the bridge does not end the writer first.
+writer with it, and a Ctrl-C meant for the bridge does not end the writer first; and what
+it builds for the worker as it claims deliveries.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -22,8 +24,11 @@ from typing import Any
 
 import pytest
 
+from bridge import config as config_module
 from bridge.model import NewDelivery, ProviderEvent
-from bridge.store import Ingest, SQLiteStore, StoreUnavailable
+from bridge.store import Ingest, SQLiteStore, StoreUnavailable, sqlite_ops
+from bridge.store.sqlite_writer import Admission, run
+from tests.conftest import fixture, table_yaml
 
 NOW = 1_700_000_000.0
 
@@ -222,3 +227,34 @@ def test_a_ctrl_c_for_the_bridge_does_not_end_the_writer_before_it(
     finally:
         runner.run(store.close())
     assert gone_within(pid, 10)
+
+
+def test_claims_leave_with_their_sale_bodies_unless_their_batch_answers_webhooks(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "bridge.yaml").write_text(table_yaml("http://sinks.test", tmp_path / "b.db"))
+    table = pickle.dumps(config_module.load(tmp_path / "bridge.yaml"))
+    conn = sqlite_ops.connect(str(tmp_path / "b.db"), "FULL", True)
+    admission = Admission()
+    run(conn, [("table", table)], admission)
+
+    def webhook(n: int) -> tuple[Any, ...]:
+        event = fixture("invoice.paid.json")
+        event["id"], event["data"]["object"]["id"] = f"evt_{n}", f"in_{n}"
+        return ("admit", "stripe", json.dumps(event).encode(), [], NOW)
+
+    def claim(destination: str) -> tuple[Any, ...]:
+        return ("claim", destination, 10, NOW, NOW + 60, "w")
+
+    (accepted,), _commits = run(conn, [webhook(1)], admission)
+    assert accepted[1].outcome == "accepted"
+    # with a webhook to answer: the worker builds the claimed sale's request itself
+    (stored, (_ok, rows)), _commits = run(conn, [webhook(2), claim("dub")], admission)
+    assert stored[1].outcome == "accepted" and len(rows) == 2
+    assert all("prepared" not in row and row["payload"] for row in rows)
+    # alone: each claimed sale leaves with its body, and without its event's text
+    ((_ok, rows),), _commits = run(conn, [claim("umami")], admission)
+    assert len(rows) == 2
+    assert all(json.loads(row["prepared"])["payload"]["data"]["revenue"] for row in rows)
+    assert all(row["payload"] is None for row in rows)
+    conn.close()
