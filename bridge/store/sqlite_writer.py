@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from bridge.pipeline import Pipeline
 
 EVENTS = 256  # parsed events kept for the deliveries their destinations claim next
+BURST = 8  # webhooks in a batch that leave its claims' bodies to the worker (as app.BURST)
 
 
 def portable(exc: BaseException) -> BaseException:
@@ -134,14 +135,14 @@ def run(
     commits: list[int] = []
     if writes:
         done, commits = sqlite_ops.run_batch(conn, [op for _index, op in writes])
-        # webhooks first: a batch that answers some is not held up building request bodies
-        # (its claims' are built by the worker, as PostgreSQL's are)
-        answers_webhooks = any(op[0] in ("admit", "ingest") for op in batch)
+        # webhooks first: a batch that answers a burst of them is not held up building request
+        # bodies (its claims' are built by the worker, as PostgreSQL's are)
+        burst = sum(op[0] in ("admit", "ingest") for op in batch) >= BURST
         for (index, op), (ok, value) in zip(writes, done, strict=True):
             said: Any = verdicts.get(index)
             if ok and said is not None:
                 value = said if value else said._replace(outcome="duplicate")
-            elif ok and op[0] == "claim" and not answers_webhooks:
+            elif ok and op[0] == "claim" and not burst:
                 admission.prepare(value)
             outcomes[index] = (ok, value)
     answered = [outcome for outcome in outcomes if outcome is not None]

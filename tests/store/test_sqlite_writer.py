@@ -229,7 +229,7 @@ def test_a_ctrl_c_for_the_bridge_does_not_end_the_writer_before_it(
     assert gone_within(pid, 10)
 
 
-def test_claims_leave_with_their_sale_bodies_unless_their_batch_answers_webhooks(
+def test_claims_leave_with_their_sale_bodies_unless_their_batch_answers_a_burst(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "bridge.yaml").write_text(table_yaml("http://sinks.test", tmp_path / "b.db"))
@@ -248,13 +248,14 @@ def test_claims_leave_with_their_sale_bodies_unless_their_batch_answers_webhooks
 
     (accepted,), _commits = run(conn, [webhook(1)], admission)
     assert accepted[1].outcome == "accepted"
-    # with a webhook to answer: the worker builds the claimed sale's request itself
-    (stored, (_ok, rows)), _commits = run(conn, [webhook(2), claim("dub")], admission)
-    assert stored[1].outcome == "accepted" and len(rows) == 2
-    assert all("prepared" not in row and row["payload"] for row in rows)
-    # alone: each claimed sale leaves with its body, and without its event's text
-    ((_ok, rows),), _commits = run(conn, [claim("umami")], admission)
-    assert len(rows) == 2
-    assert all(json.loads(row["prepared"])["payload"]["data"]["revenue"] for row in rows)
-    assert all(row["payload"] is None for row in rows)
+    # with a burst of webhooks to answer: the worker builds the claimed sales' requests itself
+    *stored, (_ok, rows) = run(conn, [*map(webhook, range(2, 10)), claim("dub")], admission)[0]
+    assert [verdict.outcome for _ok, verdict in stored] == ["accepted"] * 8
+    assert len(rows) == 9 and all("prepared" not in row and row["payload"] for row in rows)
+    # with a webhook or two, or alone: each claimed sale leaves with its body, without its
+    # event's text
+    for batch in ([webhook(10), claim("umami")], [claim("shop")]):
+        *_stored, (_ok, rows) = run(conn, batch, admission)[0]
+        assert len(rows) == 10 and all(json.loads(row["prepared"]) for row in rows)
+        assert all(row["payload"] is None for row in rows)
     conn.close()
