@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,11 @@ from bridge.model import Customer, NewDelivery, ProviderEvent, Purchase, Transac
 from bridge.sources.base import BadEvent, Source
 
 log = structlog.get_logger("bridge.pipeline")
+
+# a stored event's deliveries are built close together (claimed together, used at once): its
+# parse and its transactions are kept for the others
+EVENTS = 256  # stored events kept parsed
+TRANSACTIONS = 4096  # transactions kept, by event and route
 
 
 @dataclass
@@ -49,6 +55,8 @@ class Pipeline:
         self.destinations: dict[str, TemplateDestination] = {
             name: destinations.create(name, cfg) for name, cfg in config.destinations.items()
         }
+        self._events: OrderedDict[tuple[str, str], ProviderEvent] = OrderedDict()
+        self._txns: OrderedDict[tuple[str, str, int], Transaction] = OrderedDict()
 
     def rule(self, route: Route, event: ProviderEvent) -> mapping.TransactionRule | None:
         kind = self.sources[event.source].kind
@@ -141,41 +149,50 @@ class Pipeline:
     ) -> ProviderEvent:
         """A stored event as its deliveries see it: its JSON parsed, and its time as the source
         read it at ingest (a Stripe "created" that is not unix seconds is none; other
-        processors put it elsewhere), not the payload's "created"."""
-        payload = json.loads(body) if body else {}
-        created = None
-        found = self.sources.get(source)
-        if found is not None:
-            with contextlib.suppress(BadEvent):  # the stored event passed this at ingest
-                created = found.event(payload, {}).created
-        return ProviderEvent(source, event_id, event_type, created, payload)
+        processors put it elsewhere), not the payload's "created". Parsed once for all its
+        deliveries (the latest ``EVENTS`` events are kept)."""
+        key = (source, event_id)
+        event = self._events.get(key)
+        if event is None:
+            payload = json.loads(body) if body else {}
+            created = None
+            found = self.sources.get(source)
+            if found is not None:
+                with contextlib.suppress(BadEvent):  # the stored event passed this at ingest
+                    created = found.event(payload, {}).created
+            event = ProviderEvent(source, event_id, event_type, created, payload)
+            self._events[key] = event
+            if len(self._events) > EVENTS:
+                self._events.popitem(last=False)
+        return event
 
-    def prepare(
-        self,
-        event: ProviderEvent,
-        destination: str,
-        stored_route: int,
-        txns: dict[tuple[str, str, int], Transaction] | None = None,
-    ) -> bytes | None:
+    def stored_transaction(self, route: Route, event: ProviderEvent) -> Transaction:
+        """``transaction`` for a stored event, built once for all its destinations (by the
+        processor's event id, not the row id: SQLite may reuse a pruned row's id). Shared: a
+        caller that changes it (linking a refund rewrites its id and customer) copies it."""
+        key = (event.source, event.id, route.index)
+        txn = self._txns.get(key)
+        if txn is None:
+            txn = self.transaction(route, event)
+            self._txns[key] = txn
+            if len(self._txns) > TRANSACTIONS:
+                self._txns.popitem(last=False)
+        return txn
+
+    def prepare(self, event: ProviderEvent, destination: str, stored_route: int) -> bytes | None:
         """The body of a sale's request to ``destination``, built where the stored event is at
         hand: by the SQLite store's writer process as it claims the delivery, so that the
         event loop only sends it. None whenever the worker must see to it itself, as it does
         for every delivery claimed from PostgreSQL: a refund (its purchase is looked up first),
         a route gone or whose ``when`` no longer holds, a mapping error, a destination that
-        takes nothing. ``txns``: the transactions built so far, by event and route (an event's
-        deliveries share one)."""
+        takes nothing."""
         route = self.route_for(event, destination, stored_route)
         if route is None or destination not in self.destinations:
             return None
         try:
             if not self.holds(route, event):
                 return None
-            key = (event.source, event.id, route.index)
-            txn = None if txns is None else txns.get(key)
-            if txn is None:
-                txn = self.transaction(route, event)
-                if txns is not None:
-                    txns[key] = txn
+            txn = self.stored_transaction(route, event)
             if txn.kind != "sale":
                 return None
             return self.destinations[destination].content(txn, event)

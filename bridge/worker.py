@@ -32,7 +32,7 @@ from bridge.config import LEASE_MARGIN
 from bridge.destinations.base import Outcome, Skipped
 from bridge.destinations.common import text as answer_text
 from bridge.logging import mask, mask_cut
-from bridge.model import Attempt, Delivery, ProviderEvent, Status
+from bridge.model import Attempt, Delivery, Status
 from bridge.pipeline import Pipeline, purchase_refs
 from bridge.ratelimit import RateLimit
 from bridge.retry import RetryPolicy
@@ -42,8 +42,6 @@ from bridge.transport import Http1Transport
 log = structlog.get_logger("bridge.worker")
 
 Clock = Callable[[], float]
-TXN_CACHE = 4096  # transactions kept for the sibling deliveries of the same events
-EVENT_CACHE = 256  # parsed events kept for their deliveries (claimed together, used at once)
 # seconds the worker may wait for a burst of webhooks before a round anyway: a round's
 # deliveries take CPU from the burst (at 0.25 s the bridge acknowledged 7-10 % fewer
 # webhooks a second), and at 1 s deliveries still go out every second however long it lasts
@@ -141,10 +139,6 @@ class Worker:
         self._policies: dict[str, RetryPolicy] = {}
         self._transports: dict[str, httpx.AsyncBaseTransport] = {}
         self._timeouts: dict[str, dict[str, float | None]] = {}
-        self._txns: collections.OrderedDict[tuple[str, str, int], Any] = collections.OrderedDict()
-        self._events: collections.OrderedDict[tuple[str, str], ProviderEvent] = (
-            collections.OrderedDict()
-        )
         self._sending: set[int] = set()  # delivery ids this process is sending or holds queued
         self._holding: set[int] = set()  # ... of which these are started and hold a slot
         # per destination, claimed deliveries waiting for a slot, with when each was claimed
@@ -272,32 +266,6 @@ class Worker:
         if pruned:
             log.info("pruned old events", count=pruned)
         return pruned
-
-    def _transaction(self, delivery: Delivery, route: Any, event: ProviderEvent) -> Any:
-        """One event's transaction is built once for all its destinations (a copy each:
-        linking a refund rewrites its id and customer)."""
-        # by the processor's event id, not the row id (SQLite may reuse a pruned row's id)
-        key = (delivery.source, delivery.event_id, route.index)
-        cached = self._txns.get(key)
-        if cached is None:
-            cached = self.pipeline.transaction(route, event)
-            self._txns[key] = cached
-            if len(self._txns) > TXN_CACHE:
-                self._txns.popitem(last=False)
-        return dataclasses.replace(cached)
-
-    def _event(self, delivery: Delivery) -> ProviderEvent:
-        """The stored event, parsed once for all its deliveries (they are claimed together)."""
-        key = (delivery.source, delivery.event_id)
-        event = self._events.get(key)
-        if event is None:
-            event = self.pipeline.stored_event(
-                delivery.source, delivery.event_id, delivery.event_type, delivery.body
-            )
-            self._events[key] = event
-            if len(self._events) > EVENT_CACHE:
-                self._events.popitem(last=False)
-        return event
 
     def _start_queued(self, name: str) -> int:
         """Start the destination's waiting deliveries while it has free slots and budget; let
@@ -440,7 +408,9 @@ class Worker:
         """The delivery's request, built from its stored event with the table as it is now;
         None when there is none to send (the delivery is then finished: dead or skipped)."""
         config = self.pipeline.config
-        event = self._event(delivery)
+        event = self.pipeline.stored_event(
+            delivery.source, delivery.event_id, delivery.event_type, delivery.body
+        )
         route = self.pipeline.route_for(event, delivery.destination, delivery.route)
         if (
             delivery.destination not in config.destinations
@@ -458,7 +428,8 @@ class Worker:
             # the route's when, as the table says now (it may have been fixed since ingest)
             if not self.pipeline.holds(route, event):
                 raise Skipped(f"{route.name}: its when does not hold for this event")
-            txn = self._transaction(delivery, route, event)
+            # a copy: linking a refund rewrites its id and customer
+            txn = dataclasses.replace(self.pipeline.stored_transaction(route, event))
             if delivery.refund_baseline:
                 # a cumulative refund: only what was refunded since the last one is new
                 txn.amount -= delivery.refund_baseline

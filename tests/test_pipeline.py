@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from bridge import config as config_module
 from bridge.model import ProviderEvent, Transaction
@@ -26,11 +27,19 @@ def test_a_sale_is_prepared_as_the_worker_would_build_it(tmp_path: Path) -> None
     pipe = pipeline(tmp_path)
     event = stored(pipe, "invoice.paid.json")
     (route,) = pipe.routes_for(event)
-    txns: dict[tuple[str, str, int], Transaction] = {}
+    built = {
+        name: pipe.request(pipe.transaction(route, event), event, name, None) for name in route.to
+    }
+    transaction, built_by_prepare = pipe.transaction, []
+
+    def counting(*args: Any) -> Transaction:
+        built_by_prepare.append(args)
+        return transaction(*args)
+
+    pipe.transaction = counting  # type: ignore[method-assign, assignment]
     for name in route.to:
-        built = pipe.request(pipe.transaction(route, event), event, name, None)
-        assert pipe.prepare(event, name, route.index, txns) == built.content
-    assert len(txns) == 1  # one transaction for the event's four deliveries
+        assert pipe.prepare(event, name, route.index) == built[name].content
+    assert len(built_by_prepare) == 1  # one transaction for the event's four deliveries
 
 
 def test_what_only_the_worker_can_build_is_not_prepared(tmp_path: Path) -> None:

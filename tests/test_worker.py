@@ -808,22 +808,22 @@ def test_stopping_releases_the_deliveries_claimed_ahead(tmp_path: Path) -> None:
 
 
 def _sent(tmp_path: Path, told: bool) -> tuple[list[tuple[str, str, bytes]], list[str]]:
-    """What a sale and its refund send, and whose events the worker parsed to build them, with
-    the SQLite writer told the table (it builds a sale's bodies as it claims them) or not."""
+    """What a sale and its refund send, and which of their requests the worker built, with the
+    SQLite writer told the table (it builds a sale's bodies as it claims them) or not."""
     sent: list[tuple[str, str, bytes]] = []
-    parsed: list[str] = []
+    built: list[str] = []
     tmp_path.mkdir()
 
     async def scenario(h: Harness) -> None:
         if told:
             h.store.intake(h.config)
-        event = h.worker._event
+        request = h.pipeline.request
 
-        def parsing(delivery: Any) -> Any:
-            parsed.append(f"{delivery.event_id} {delivery.destination}")
-            return event(delivery)
+        def building(txn: Any, event: Any, destination: str, *rest: Any) -> Any:
+            built.append(f"{event.id} {destination}")
+            return request(txn, event, destination, *rest)
 
-        h.worker._event = parsing  # type: ignore[method-assign]
+        h.pipeline.request = building  # type: ignore[method-assign, assignment]
         await h.ingest("invoice.paid.json")
         await h.ingest("charge.refunded.json")
         await h.worker.drain()
@@ -831,19 +831,19 @@ def _sent(tmp_path: Path, told: bool) -> tuple[list[tuple[str, str, bytes]], lis
         sent.extend(sorted((r.url.path, str(sorted(r.headers.items())), r.content) for r in h.sent))
 
     run(tmp_path, ok, scenario)
-    return sent, parsed
+    return sent, built
 
 
 def test_a_sale_sends_the_same_requests_whether_the_writer_or_the_worker_built_them(
     tmp_path: Path,
 ) -> None:
-    by_writer, parsed_for_writer = _sent(tmp_path / "writer", told=True)
-    by_worker, parsed_for_worker = _sent(tmp_path / "worker", told=False)
+    by_writer, built_by_worker_too = _sent(tmp_path / "writer", told=True)
+    by_worker, built_by_worker = _sent(tmp_path / "worker", told=False)
     assert by_writer == by_worker
     assert len(by_writer) == 6  # the sale to all four, its refund to two
-    # the sale's bodies came built with their claims: the worker parsed only the refund
-    assert sorted(parsed_for_writer) == [
+    # the sale's bodies came built with their claims: the worker built only the refund's
+    assert sorted(built_by_worker_too) == [
         "evt_test_charge_refunded shop",
         "evt_test_charge_refunded voucherify",
     ]
-    assert len(parsed_for_worker) == 6
+    assert len(built_by_worker) == 6

@@ -22,7 +22,6 @@ import os
 import pickle
 import signal
 import sys
-from collections import OrderedDict
 from typing import IO, TYPE_CHECKING, Any
 
 from bridge.store import sqlite_ops
@@ -33,10 +32,8 @@ if TYPE_CHECKING:
     import sqlite3
 
     from bridge.intake import RawHeaders, Verdict
-    from bridge.model import ProviderEvent, Transaction
     from bridge.pipeline import Pipeline
 
-EVENTS = 256  # parsed events kept for the deliveries their destinations claim next
 BURST = 8  # webhooks in a batch that leave its claims' bodies to the worker (as app.BURST)
 
 
@@ -55,15 +52,11 @@ class Admission:
 
     def __init__(self) -> None:
         self._pipe: Pipeline | None = None
-        self._events: OrderedDict[tuple[str, str], ProviderEvent] = OrderedDict()
-        self._txns: OrderedDict[tuple[str, str, int], Transaction] = OrderedDict()
 
     def table(self, table: bytes) -> None:
         from bridge.pipeline import Pipeline
 
         self._pipe = Pipeline(pickle.loads(table))
-        self._events.clear()
-        self._txns.clear()
 
     def __call__(
         self, source: str, body: bytes, headers: RawHeaders, now: float
@@ -81,25 +74,17 @@ class Admission:
     def prepare(self, rows: list[dict[str, Any]]) -> None:
         """Claimed deliveries' request bodies, for the sales among them (``Pipeline.prepare``):
         each such row gains ``prepared`` and loses its event's text, which the worker then has
-        no use for (an event's four deliveries each carried it across the pipe). An event's
-        deliveries come in its destinations' claims, in one batch or a few: its parse and its
-        transaction are kept for the others (those of the latest ``EVENTS`` events)."""
+        no use for (an event's four deliveries each carried it across the pipe)."""
         if self._pipe is None:
             return
         for row in rows:
             if row["refund_baseline"]:
                 continue  # a cumulative refund: the worker sends what is new of it
             try:
-                key = (row["source"], row["event_id"])
-                event = self._events.get(key)
-                if event is None:
-                    event = self._pipe.stored_event(*key, row["event_type"], row["payload"])
-                    self._events[key] = event
-                    while len(self._events) > EVENTS:
-                        self._events.popitem(last=False)
-                    while len(self._txns) > 4 * EVENTS:
-                        self._txns.popitem(last=False)
-                prepared = self._pipe.prepare(event, row["destination"], row["route"], self._txns)
+                event = self._pipe.stored_event(
+                    row["source"], row["event_id"], row["event_type"], row["payload"]
+                )
+                prepared = self._pipe.prepare(event, row["destination"], row["route"])
             except Exception:  # the worker builds it, and reports what fails as it does
                 continue
             if prepared is not None:
