@@ -12,7 +12,6 @@ request is rendered: by the worker, or, for a sale claimed from SQLite, by
 from __future__ import annotations
 
 import contextlib
-import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import structlog
 
-from bridge import destinations, mapping, sources
+from bridge import destinations, intake, mapping, sources
 from bridge.config import Config, Route
 from bridge.destinations.base import Skipped
 from bridge.destinations.common import TemplateDestination
@@ -154,7 +153,7 @@ class Pipeline:
         key = (source, event_id)
         event = self._events.get(key)
         if event is None:
-            payload = json.loads(body) if body else {}
+            payload = intake.loads(body) if body else {}
             created = None
             found = self.sources.get(source)
             if found is not None:

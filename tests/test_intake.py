@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge import config as config_module
+from bridge import intake
 from bridge.config import Config
-from bridge.intake import Admits, Inline, Intake, Verdict, admit
+from bridge.intake import Admits, Inline, Intake, Verdict, admit, loads, parse_json
 from bridge.pipeline import Pipeline
 from bridge.store import SQLiteStore
 from tests.conftest import fixture, fixture_bytes, table_yaml
@@ -187,3 +190,81 @@ def _write(tmp_path: Path, sources: str) -> Path:
         + f"storage:\n  url: sqlite:///{tmp_path}/shop.db\n"
     )
     return path
+
+
+# --- reading the body ---------------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**40), max_value=10**40)  # past 64 bits as well
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+def typed_value(value: Any) -> Any:
+    """``value`` with each number's type in it: 1, 1.0 and True are equal in Python, not here."""
+    if isinstance(value, dict):
+        return {key: typed_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [typed_value(item) for item in value]
+    return (type(value).__name__, repr(value))
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=JSON_VALUES, ascii_only=st.booleans(), indent=st.sampled_from([None, 0, 2]))
+def test_a_body_reads_as_the_standard_library_reads_it(
+    value: Any, ascii_only: bool, indent: int | None
+) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only, indent=indent)
+    assert typed_value(parse_json(text, 10_000)) == typed_value(json.loads(text))
+    assert typed_value(loads(text)) == typed_value(json.loads(text))
+    assert typed_value(loads(text.encode())) == typed_value(json.loads(text))
+
+
+REFUSED = [
+    "[NaN]",
+    '{"a": Infinity}',
+    "-Infinity",
+    "1e999",
+    "[-1E400]",
+    "\ufeff{}",
+    '{"a": 1,}',
+    "[1,]",
+    "{'a': 1}",
+    "01",
+    '"a\tb"',
+    '"\\x41"',
+    "tru",
+    '{"a": 1} x',
+    "",
+]
+
+
+@pytest.mark.parametrize("text", REFUSED)
+def test_what_the_standard_library_refuses_is_refused_with_its_reason(text: str) -> None:
+    with pytest.raises(ValueError) as expected:
+        intake._DECODER.decode(text)  # the standard library's reading, as before msgspec
+    with pytest.raises(ValueError) as refused:
+        parse_json(text, 64)
+    assert str(refused.value) == str(expected.value)
+
+
+def test_valid_bodies_are_read_without_the_standard_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fast reading is the one used (the standard library's only on a refusal): with the
+    latter unavailable, a Stripe event still reads, to the same value."""
+    body = fixture_bytes("invoice.paid.json").decode()
+    expected = json.loads(body)
+
+    def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the standard library's decoder was used")
+
+    monkeypatch.setattr(intake._DECODER, "decode", unavailable)
+    monkeypatch.setattr(intake.json, "loads", unavailable)
+    assert parse_json(body, 64) == expected
+    assert loads(body) == expected
