@@ -6,7 +6,8 @@ The writer process's work (``sqlite_writer.run``: admit each verified webhook, t
 and route it, then store it with its four deliveries, one transaction and one fsync a batch)
 driven in this process, without the pipe or the bridge: batches of the bench's signed
 ``invoice.paid``, into the connection as the store opens it, and into one more connection per
-STATEMENT run on it after it opened (for instance ``"PRAGMA temp_store = FILE"``). The
+STATEMENT run on it after it opened (for instance ``"PRAGMA temp_store = FILE"``; several,
+separated by semicolons, make one variant). The
 connections take turns, a round each, so that the machine's mood falls on all alike; each
 figure is the median over the rounds but the first (a warm-up): CPU and wall time per webhook.
 """
@@ -44,7 +45,7 @@ def main() -> None:
     for index, statement in enumerate(variants):
         conn = sqlite_ops.connect(str(work / f"bridge-{index}.db"), "FULL", True)
         if index:
-            conn.execute(statement)
+            conn.executescript(statement)
         admission = sqlite_writer.Admission()
         admission.table(described)
         setups.append((conn, admission))
