@@ -265,6 +265,6 @@ def test_valid_bodies_are_read_without_the_standard_library(
         raise AssertionError("the standard library's decoder was used")
 
     monkeypatch.setattr(intake._DECODER, "decode", unavailable)
-    monkeypatch.setattr(intake.json, "loads", unavailable)
+    monkeypatch.setattr(json, "loads", unavailable)
     assert parse_json(body, 64) == expected
     assert loads(body) == expected

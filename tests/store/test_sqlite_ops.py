@@ -102,7 +102,9 @@ def wal_pages_a_webhook(path: Path, script: str = "") -> float:
         conn.executescript(script)
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         payload = '{"id": "evt", "pad": "' + "x" * 3000 + '"}'
-        destinations = [(0, name, None) for name in ("dub", "umami", "shop", "vouch")]
+        destinations: list[tuple[int, str, str | None]] = [
+            (0, name, None) for name in ("dub", "umami", "shop", "vouch")
+        ]
 
         def batch(start: int, size: int) -> None:
             events = [
