@@ -29,6 +29,7 @@ from bridge.intake import Admits, Inline, Intake, admit
 from bridge.pipeline import Pipeline
 from bridge.sources.base import SignatureError
 from bridge.store import Store, StoreUnavailable, connect
+from bridge.store.base import BURST
 from bridge.worker import Clock, Worker
 
 log = structlog.get_logger("bridge.app")
@@ -106,10 +107,6 @@ READY_WITHIN = 2.0
 # and one queued behind two such batches would otherwise wait three times that. A write
 # that commits after its 503 is stored all the same; the processor's retry is a duplicate.
 STORE_WITHIN = 8.0
-
-# webhooks being received at once that make the worker yield to them (a burst: at a steady
-# load the requests come and go one or two at a time, and the worker keeps delivering)
-BURST = 8
 
 
 def create_app(

@@ -20,6 +20,11 @@ from typing import Protocol
 
 from bridge.model import Attempt, Delivery, NewDelivery, ProviderEvent, Purchase, Status
 
+# webhooks being received at once that make a burst (at a steady load the requests come and
+# go one or two at a time): the worker yields to it, and SQLite's writer process leaves the
+# request bodies of a batch's claims to the worker when the batch holds that many webhooks
+BURST = 8
+
 
 @dataclass(frozen=True)
 class Ingest:

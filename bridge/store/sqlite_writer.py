@@ -25,6 +25,7 @@ import sys
 from typing import IO, TYPE_CHECKING, Any
 
 from bridge.store import sqlite_ops
+from bridge.store.base import BURST
 from bridge.store.pipe import frame, read_frame
 from bridge.store.sqlite_ops import NewEvent, Op, Outcome
 
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 
     from bridge.intake import RawHeaders, Verdict
     from bridge.pipeline import Pipeline
-
-BURST = 8  # webhooks in a batch that leave its claims' bodies to the worker (as app.BURST)
 
 
 def portable(exc: BaseException) -> BaseException:
