@@ -12,7 +12,7 @@ The signature is checked before (on the event loop, where the secrets are); what
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import msgspec
@@ -51,24 +51,27 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite
 _FAST = msgspec.json.Decoder()
 
 
-def loads(text: str | bytes) -> Any:
-    """JSON as the standard library reads it (``json.loads``), faster on valid input."""
+def _decode(text: str | bytes, standard: Callable[[Any], Any]) -> Any:
+    """``text`` read by msgspec; refused, or too deep for it, read by ``standard`` (the
+    standard library's reading), which then says why."""
     try:
         return _FAST.decode(text)
     except (msgspec.DecodeError, RecursionError):
-        return json.loads(text)
+        return standard(text)
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON as the standard library reads it (``json.loads``), faster on valid input."""
+    return _decode(text, json.loads)
 
 
 def parse_json(text: str, max_depth: int) -> Any:
     """One parse per request; NaN/Infinity, numbers that overflow a float (1e999), a byte order
     mark and nesting deeper than ``max_depth`` are refused."""
     try:
-        value = _FAST.decode(text)
-    except (msgspec.DecodeError, RecursionError):
-        try:  # refused, or too deep for msgspec: the standard library's reading says why
-            value = _DECODER.decode(text)
-        except RecursionError:
-            raise TooDeep(f"JSON nested deeper than {max_depth} levels") from None
+        value = _decode(text, _DECODER.decode)
+    except RecursionError:
+        raise TooDeep(f"JSON nested deeper than {max_depth} levels") from None
     if text.count("{") + text.count("[") <= max_depth:
         return value  # fewer brackets than levels allowed: it can't be too deep (most bodies)
     stack: list[tuple[Any, int]] = [(value, 1)]
