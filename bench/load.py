@@ -108,20 +108,31 @@ async def _read_status(reader: asyncio.StreamReader) -> int:
 
 
 async def _fixed_rate(
-    url: str, secret: str, prefix: str, rate: float, count: int
+    url: str, secret: str, prefix: str, rate: float, count: int, warmup: int = 0
 ) -> dict[str, Any]:
     """Open loop: request n is due at start + n / rate, whatever became of the others; its ack
-    time runs from when it was due (a late answer delays nothing else: 128 connections).
+    time runs from when it was due (a late answer delays nothing else: up to 128 connections).
     Raw HTTP/1.1 on persistent connections, bodies built beforehand, each signed when sent:
-    a few tens of microseconds a request, so that the generator is never what is measured."""
+    a few tens of microseconds a request, so that the generator is never what is measured.
+
+    A request takes the connection that was idle last (a new one only when every open one is
+    busy), as an HTTP client's pool does: at a low rate one connection carries them all, well
+    within the server's keep-alive (uvicorn's 5 s), where taking 128 connections in turn would
+    leave each idle for longer than that and time a reconnect into every ack.
+
+    ``warmup`` more requests go first, at the same rate and on the same connections, and are
+    not timed: a fresh server's first request pays for what it does once (imports, a new
+    connection), and one request in 300 is the p99's."""
     parts = urllib.parse.urlsplit(url)
     host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
-    bodies = _bodies(prefix, count)
+    bodies = _bodies(prefix, warmup + count)
     key = secret.encode()
-    due: dict[int, float] = {}
     acks: list[float] = []
+    due: dict[int, float] = {}
     statuses: dict[int, int] = {}
-    queue: asyncio.Queue[int | None] = asyncio.Queue()
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []  # last in, first out
+    slots = asyncio.Semaphore(128)
+    opened = 0
 
     def request(n: int) -> bytes:
         body = bodies[n]
@@ -133,55 +144,63 @@ async def _fixed_rate(
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode() + body
 
-    async def connection() -> None:
-        stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        while (n := await queue.get()) is not None:
+    async def send(n: int) -> None:
+        nonlocal opened
+        async with slots:
             status = 0  # 0: no answer
             for _try in range(2):  # a keep-alive connection the server just closed: once more
+                stream = idle.pop() if idle else None
                 try:
                     if stream is None:
                         stream = await asyncio.open_connection(host, port)
+                        opened += 1
                     stream[1].write(request(n))
                     status = await _read_status(stream[0])
-                    break
                 except (OSError, asyncio.IncompleteReadError):
-                    stream = None
-            acks.append(time.time() - due[n])
-            statuses[status] = statuses.get(status, 0) + 1
-        if stream is not None:
-            stream[1].close()
+                    if stream is not None:
+                        stream[1].close()
+                    continue
+                idle.append(stream)
+                break
+            if n >= warmup:
+                acks.append(time.time() - due[n])
+                statuses[status] = statuses.get(status, 0) + 1
 
-    workers = [asyncio.create_task(connection()) for _ in range(128)]
+    tasks = []
     begin = time.time()
-    for n in range(count):
+    for n in range(warmup + count):
         at = begin + n / rate
         # never before it is due: uvloop's timers round to whole milliseconds and may wake
         # early, and an early request would be timed from a moment it had not reached yet
         while (delay := at - time.time()) > 0:
             await asyncio.sleep(delay)
         due[n] = at
-        queue.put_nowait(n)
-    for _ in workers:
-        queue.put_nowait(None)
-    await asyncio.gather(*workers)
+        tasks.append(asyncio.create_task(send(n)))
+    await asyncio.gather(*tasks)
+    for _reader, writer in idle:
+        writer.close()
     acks.sort()
     return {
-        "tool": "uvloop raw HTTP/1.1 client, 128 persistent connections (fixed rate, open loop)",
+        "tool": "uvloop raw HTTP/1.1 client, up to 128 persistent connections, the last idle one "
+        "reused first (fixed rate, open loop)",
         "rate": rate,
         "count": count,
+        "warmup": warmup,
+        "connections_opened": opened,
         "statuses": statuses,
         "ack_p50": acks[len(acks) // 2],
         "ack_p99": acks[int(len(acks) * 0.99) - 1],
-        "sent": {f"in_{prefix}_{n}": t for n, t in due.items()},
+        "sent": {f"in_{prefix}_{n}": t for n, t in due.items() if n >= warmup},
     }
 
 
 def main(argv: list[str]) -> None:
-    """python -m bench.load URL SECRET PREFIX RATE COUNT OUT.json"""
+    """python -m bench.load URL SECRET PREFIX RATE COUNT OUT.json [WARMUP]"""
     url, secret, prefix, rate, count, out = argv[1:7]
+    warmup = int(argv[7]) if len(argv) > 7 else 0
     # uvloop: the same loop as the servers measured; asyncio's own added about 0.9 ms to each
     # ack (p50) of its own scheduling, and more to the p99 (README, Performance)
-    result = uvloop.run(_fixed_rate(url, secret, prefix, float(rate), int(count)))
+    result = uvloop.run(_fixed_rate(url, secret, prefix, float(rate), int(count), warmup))
     Path(out).write_text(json.dumps(result))
 
 
