@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -304,35 +305,57 @@ def test_a_refund_waits_while_its_purchase_is_retrying(tmp_path: Path) -> None:
     run(tmp_path, handler, scenario)
 
 
-def test_the_worker_defers_its_rounds_while_busy_then_delivers(tmp_path: Path) -> None:
-    """While webhooks wait, no new deliveries start for up to MAX_DEFER; at most that long, so
-    that a flood never stops delivery outright; once the pressure is off, it all goes out."""
+def test_the_worker_paces_its_rounds_while_busy_then_delivers(tmp_path: Path) -> None:
+    """While webhooks pour in, a round comes only every BUSY_ROUND and starts a share of each
+    destination's slots (one of the table's 8: 8 // BUSY_SHARES), not a round's worth of sends
+    at once; rounds keep coming however long it lasts; once the pressure is off, what is left
+    goes out in one round."""
+    sends: list[tuple[float, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sends.append((time.monotonic(), request.url.path))
+        return ok(request)
+
+    def invoice(n: int) -> Callable[[dict[str, Any]], None]:
+        def mutate(payload: dict[str, Any]) -> None:
+            payload["id"] = f"evt_{n}"
+            payload["data"]["object"]["id"] = f"in_{n}"  # an order of its own
+
+        return mutate
 
     async def scenario(h: Harness) -> None:
-        await h.ingest("invoice.paid.json")
+        for n in range(3):  # three deliveries for each destination, none behind another
+            await h.ingest("invoice.paid.json", invoice(n))
         busy = True
         h.worker._busy = lambda: busy
         started = time.monotonic()
         task = asyncio.create_task(h.worker.run())
+
+        async def sent(count: int) -> None:
+            while len(sends) < count and time.monotonic() - started < 10:
+                await asyncio.sleep(0.005)
+
         try:
-            await asyncio.sleep(worker.MAX_DEFER / 2)
-            assert h.sent == []  # yielding
-            while not h.sent and time.monotonic() - started < 5:
-                await asyncio.sleep(0.01)
-            # one round anyway once MAX_DEFER has passed
-            assert time.monotonic() - started >= worker.MAX_DEFER * 0.9
-            assert len(h.sent) == 4
+            await asyncio.sleep(worker.BUSY_ROUND / 2)
+            assert sends == []  # yielding
+            await sent(8)
             busy = False
-            await h.ingest("invoice.paid.json", lambda p: p.update(id="evt_second"))
+            await h.ingest("invoice.paid.json", invoice(3))
             h.worker.wake.set()
-            while len(h.sent) < 8 and time.monotonic() - started < 5:
-                await asyncio.sleep(0.01)
-            assert len(h.sent) == 8
+            await sent(16)
         finally:
             await h.worker.stop(grace=1)
             await task
+        assert len(sends) == 16
+        first, second, calm = sends[:4], sends[4:8], sends[8:]
+        assert first[0][0] - started >= worker.BUSY_ROUND * 0.9
+        # one for each destination a round, though each has 8 slots free and 3 deliveries due
+        assert len({path for _t, path in first}) == len({path for _t, path in second}) == 4
+        assert second[0][0] - first[-1][0] >= worker.BUSY_ROUND * 0.5
+        # the rest at once: the third of each, and the new event's four
+        assert calm[-1][0] - calm[0][0] < worker.BUSY_ROUND * 0.5
 
-    run(tmp_path, ok, scenario)
+    run(tmp_path, handler, scenario)
 
 
 def test_attempt_latency_is_the_exchange_with_timeouts_and_connection_errors(
