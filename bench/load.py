@@ -28,9 +28,15 @@ def invoice_id(prefix: str, n: int) -> str:
 
 
 def _event(event: dict[str, Any], prefix: str, n: int) -> None:
+    """The n-th event: its own id, invoice, charge and payment intent (the bridge remembers
+    the last three, each a key of its own, so that a refund finds its sale)."""
     invoice = invoice_id(prefix, n)
-    event["id"] = "evt_1" + invoice[4:]
-    event["data"]["object"]["id"] = invoice
+    unique = invoice[4:]
+    event["id"] = "evt_1" + unique
+    paid = event["data"]["object"]
+    paid["id"] = invoice
+    paid["charge"] = "ch_1" + unique
+    paid["payment_intent"] = "pi_1" + unique
 
 
 def signed(secret: str, prefix: str, n: int, timestamp: int | None = None) -> tuple[str, bytes]:
