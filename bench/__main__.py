@@ -657,7 +657,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
             "when": time.strftime("%Y-%m-%d %H:%M"),
-            "request_files": scratch,
+            "request_files": str(Path(scratch).parent),
         }
         Path(args.out).write_text(json.dumps(run.results, indent=2))
         print(report(run.results))
