@@ -117,6 +117,14 @@ def loopback_sink(delay: float = 0.0) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
+def request_files(fallback: str) -> tempfile.TemporaryDirectory[str]:
+    """Where the load generators' request files go: tmpfs (``/dev/shm``) where there is one,
+    off the disk the bridge commits to, else ``fallback``."""
+    shm = Path("/dev/shm")
+    folder = shm if os.access(shm, os.W_OK) else fallback
+    return tempfile.TemporaryDirectory(prefix="bridge-bench-requests-", dir=folder)
+
+
 class Run:
     def __init__(self, work: Path, quick: bool, scratch: Path | None = None) -> None:
         self.work = work
@@ -636,12 +644,9 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench needs wrk: apt-get install wrk")
-    shm = Path("/dev/shm")
     with (
         tempfile.TemporaryDirectory(prefix="bridge-bench-") as work,
-        tempfile.TemporaryDirectory(
-            prefix="bridge-bench-requests-", dir=shm if os.access(shm, os.W_OK) else work
-        ) as scratch,
+        request_files(work) as scratch,
     ):
         run = Run(Path(work), args.quick, Path(scratch))
         for name in ("ingest", "delivery", "handwritten", "memory", "replicas"):

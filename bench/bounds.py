@@ -20,10 +20,21 @@ import argparse
 import asyncio
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.__main__ import PY, SECRET, Run, free_port, loopback_sink, median_run, process
+from bench.__main__ import (
+    PY,
+    SECRET,
+    Run,
+    free_port,
+    loopback_sink,
+    median_run,
+    process,
+    request_files,
+)
 from bench.breakdown import Silent
 
 if TYPE_CHECKING:
@@ -107,25 +118,41 @@ def serve(parts: set[str], argv: list[str]) -> None:
 
 def measure(rounds: int) -> dict[str, list[dict[str, Any]]]:
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
-    with tempfile.TemporaryDirectory(prefix="bench-bounds-") as folder:
-        run = Run(Path(folder), quick=False)
-        requests = run.requests(COUNT)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-bounds-") as folder,
+        request_files(folder) as scratch,
+    ):
+        run = Run(Path(folder), quick=False, scratch=Path(scratch))
         prepared = run.requests
-        run.requests = lambda count: requests if count == COUNT else prepared(count)  # type: ignore[method-assign]
-        for _round in range(rounds):
-            for name, parts in VARIANTS.items():
-                if parts is None:
-                    port = free_port()
-                    args = [PY, "-m", "bench.apps", "verify-only", str(port), SECRET]
-                    with process(args, f"http://127.0.0.1:{port}/nope") as app:
-                        url = f"http://127.0.0.1:{port}/webhooks/stripe"
-                        figures = run.loaded(url, app.pid, COUNT)
-                else:
-                    launcher = [PY, "-m", "bench.bounds", "serve", parts or "-"]
-                    with loopback_sink() as sink, run.bridge(sink, launcher=launcher) as (url, pid):
-                        figures = run.loaded(f"{url}/webhooks/stripe", pid, COUNT)
-                results[name].append(figures)
-                print(f"  {name:<52}{figures['rps']:8.0f} req/s", file=sys.stderr, flush=True)
+
+        @contextmanager
+        def reused(count: int) -> Iterator[Path]:
+            """The measured runs' events, written once for every variant and round."""
+            if count == COUNT:
+                yield requests
+            else:
+                with prepared(count) as path:
+                    yield path
+
+        run.requests = reused  # type: ignore[method-assign]
+        with prepared(COUNT) as requests:
+            for _round in range(rounds):
+                for name, parts in VARIANTS.items():
+                    if parts is None:
+                        port = free_port()
+                        args = [PY, "-m", "bench.apps", "verify-only", str(port), SECRET]
+                        with process(args, f"http://127.0.0.1:{port}/nope") as app:
+                            url = f"http://127.0.0.1:{port}/webhooks/stripe"
+                            figures = run.loaded(url, app.pid, COUNT)
+                    else:
+                        launcher = [PY, "-m", "bench.bounds", "serve", parts or "-"]
+                        with (
+                            loopback_sink() as sink,
+                            run.bridge(sink, launcher=launcher) as (url, pid),
+                        ):
+                            figures = run.loaded(f"{url}/webhooks/stripe", pid, COUNT)
+                    results[name].append(figures)
+                    print(f"  {name:<52}{figures['rps']:8.0f} req/s", file=sys.stderr, flush=True)
     return results
 
 
