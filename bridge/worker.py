@@ -167,7 +167,7 @@ class Worker:
         next_prune = self.clock()
         deferred_since: float | None = None
         while not self._halted():
-            busy = self._busy is not None and self._busy()
+            busy = self._bursting()
             if busy:
                 now = time.monotonic()
                 deferred_since = deferred_since or now
@@ -309,6 +309,10 @@ class Worker:
             started += 1
         return started
 
+    def _bursting(self) -> bool:
+        """Whether a burst of webhooks is being received now (the worker then yields to it)."""
+        return self._busy is not None and self._busy()
+
     def _release_slot(self, delivery: Delivery) -> None:
         """The destination is done with this request: its concurrency slot is free again, and
         the next waiting delivery takes it at once (the delivery stays this process's own until
@@ -317,7 +321,7 @@ class Worker:
             self._holding.discard(delivery.id)
             self._inflight[delivery.destination] -= 1
             # the next, unless a burst of webhooks is being received: it waits for the round
-            if not (self._busy and self._busy()):
+            if not self._bursting():
                 self._start_queued(delivery.destination)
             self.wake.set()
 
