@@ -124,18 +124,18 @@ def measure(rounds: int) -> dict[str, list[dict[str, Any]]]:
     ):
         run = Run(Path(folder), quick=False, scratch=Path(scratch))
         prepared = run.requests
-
-        @contextmanager
-        def reused(count: int) -> Iterator[Path]:
-            """The measured runs' events, written once for every variant and round."""
-            if count == COUNT:
-                yield requests
-            else:
-                with prepared(count) as path:
-                    yield path
-
-        run.requests = reused  # type: ignore[method-assign]
         with prepared(COUNT) as requests:
+
+            @contextmanager
+            def reused(count: int) -> Iterator[Path]:
+                """The measured runs' events, written once for every variant and round."""
+                if count == COUNT:
+                    yield requests
+                else:
+                    with prepared(count) as path:
+                        yield path
+
+            run.requests = reused  # type: ignore[method-assign]
             for _round in range(rounds):
                 for name, parts in VARIANTS.items():
                     if parts is None:
