@@ -20,23 +20,60 @@ HERE = Path(__file__).parent
 FIXTURE = HERE.parent / "fixtures" / "stripe" / "invoice.paid.json"
 
 
+# Stripe's ids, as its API reference's examples show them: after the prefix and a digit, the
+# second the object was made in (five base-62 characters, counted from STRIPE_EPOCH), ten of
+# the account, then eight random ones. ch_3MmlLrLkdIwHu7ix0snN0B15 was created at 1679090539
+# and pi_3MtwBwLkdIwHu7ix28a3tqPa at 1680800504: MmlLr and MtwBw are those seconds less
+# STRIPE_EPOCH. So one account's keys sort by the second they were made in, and are random
+# within it.
+STRIPE_EPOCH = 1_342_389_380
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+ACCOUNT = "BnchAcct01"
+# The bench's events are made at this rate from when it starts, about the verify-only app's
+# req/s here: the fastest a burst reaches the bridge, and the fewer keys share a second, the
+# more leaves of an index a batch's keys share (WAL pages a webhook stored by the writer:
+# 9.4 with keys random throughout, 6.8 made at 8,000 a second, 4.2 at 1,000)
+RATE = 8_000
+MADE = int(time.time())
+
+
+def _base62(value: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        value, digit = divmod(value, 62)
+        digits.append(BASE62[digit])
+    return "".join(reversed(digits))
+
+
+def stripe_id(kind: str, version: str, second: int, prefix: str, n: int) -> str:
+    """A Stripe-shaped id of an object made in ``second``: random, given the second, for each
+    kind, run prefix and n."""
+    digest = int.from_bytes(hashlib.blake2b(f"{prefix}:{n}:{kind}".encode()).digest()[:8])
+    tail = _base62(digest, 8)
+    return f"{kind}_{version}{_base62(second - STRIPE_EPOCH, 5)}{ACCOUNT}{tail}"
+
+
+def made(n: int) -> int:
+    """The second the n-th event of a run was made in."""
+    return MADE + n // RATE
+
+
 def invoice_id(prefix: str, n: int) -> str:
-    """The n-th invoice of a run. Stripe's ids are random: each event's keys land anywhere in
-    the store's indexes, as they do in production (numbered ids would sort next to each other
-    and flatter the store: 2.7 WAL pages a webhook against 6.8)."""
-    return "in_1" + hashlib.blake2b(f"{prefix}:{n}".encode(), digest_size=12).hexdigest()
+    """The n-th invoice of a run, made an hour before it was paid (as a subscription's is)."""
+    return stripe_id("in", "1", made(n) - 3600, prefix, n)
 
 
 def _event(event: dict[str, Any], prefix: str, n: int) -> None:
     """The n-th event: its own id, invoice, charge and payment intent (the bridge remembers
     the last three, each a key of its own, so that a refund finds its sale)."""
-    invoice = invoice_id(prefix, n)
-    unique = invoice[4:]
-    event["id"] = "evt_1" + unique
+    second = made(n)
+    event["id"] = stripe_id("evt", "1", second, prefix, n)
+    event["created"] = second
     paid = event["data"]["object"]
-    paid["id"] = invoice
-    paid["charge"] = "ch_1" + unique
-    paid["payment_intent"] = "pi_1" + unique
+    paid["id"] = invoice_id(prefix, n)
+    paid["created"] = second - 3600
+    paid["charge"] = stripe_id("ch", "3", second, prefix, n)
+    paid["payment_intent"] = stripe_id("pi", "3", second, prefix, n)
 
 
 def signed(secret: str, prefix: str, n: int, timestamp: int | None = None) -> tuple[str, bytes]:
