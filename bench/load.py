@@ -37,6 +37,7 @@ ACCOUNT = "BnchAcct01"
 # 0.48 at 16,000)
 RATE = 8_000
 MADE = int(time.time())
+INVOICED_BEFORE = 3600  # seconds from an invoice to its payment (a subscription's: an hour)
 
 
 def _base62(value: int, width: int) -> str:
@@ -61,8 +62,8 @@ def made(n: int) -> int:
 
 
 def invoice_id(prefix: str, n: int) -> str:
-    """The n-th invoice of a run, made an hour before it was paid (as a subscription's is)."""
-    return stripe_id("in", "1", made(n) - 3600, prefix, n)
+    """The n-th invoice of a run, made ``INVOICED_BEFORE`` seconds before its payment."""
+    return stripe_id("in", "1", made(n) - INVOICED_BEFORE, prefix, n)
 
 
 def _event(event: dict[str, Any], prefix: str, n: int) -> None:
@@ -73,7 +74,7 @@ def _event(event: dict[str, Any], prefix: str, n: int) -> None:
     event["created"] = second
     paid = event["data"]["object"]
     paid["id"] = invoice_id(prefix, n)
-    paid["created"] = second - 3600
+    paid["created"] = second - INVOICED_BEFORE
     paid["charge"] = stripe_id("ch", "3", second, prefix, n)
     paid["payment_intent"] = stripe_id("pi", "3", second, prefix, n)
 
